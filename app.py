@@ -1,0 +1,245 @@
+"""The Gradio app: live neural style transfer in the browser. Layout and wiring only; the work is in nst."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+# nst first: importing it caps Pillow's pixel limit before Gradio decodes any upload.
+from nst import ImageError, Settings, SettingsError, WeightsError, open_image, stylize
+from nst.engine import COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, resolve_device, warm_up
+from nst.vgg import POOLINGS, RELU_LAYERS
+
+import gradio as gr
+import pandas as pd
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+ON_GPU = resolve_device("auto").type != "cpu"
+MAX_SIZE = 2048 if ON_GPU else 1024
+MAX_STEPS = 2000 if ON_GPU else 1000
+MAX_FILE_SIZE = "10mb"
+QUEUE_SIZE = 8
+CONCURRENCY = 1  # one optimisation at a time: two would share the same cores and both run slower
+WEIGHT_CHOICES = [("Embedded VGG19 (Caffe, offline)", "embedded"),
+                  ("ImageNet VGG19 from the Hugging Face Hub (downloads ~575 MB on first use)", "imagenet")]
+DEFAULTS = Settings()
+
+HOW_IT_WORKS = """
+**What happens when you press Stylize** (Gatys, Ecker & Bethge, 2015)
+
+1. A VGG19 network, trained to recognise objects in photos, looks at both pictures. It is frozen:
+   nothing in it learns. Only the pixels of the new picture change.
+2. **Content** is read at one deep layer (`relu4_2`): there the network knows *what is where* —
+   the cat's eyes, the rocket's outline — but no longer the exact colours or brush marks.
+3. **Style** is read at several layers (`relu1_1` … `relu5_1`). At each, the **Gram matrix** records
+   which of the network's feature detectors fire *together*, wherever they are in the picture. That
+   throws away the arrangement and keeps texture: colours and strokes at the low layers, larger motifs
+   higher up.
+4. The new picture starts as a copy of your photo. Each step measures how far it is from the photo's
+   content and from the painting's Gram matrices, and nudges every pixel to shrink both.
+5. **Content weight vs style weight** trade the two off: more style weight, more painting; more content
+   weight, more photo. Fewer style layers, or only low ones, give finer texture.
+
+It works coarse to fine: most steps run on a small version of the picture (fast), then on the full size.
+"""
+
+warm_up(DEFAULTS)
+
+
+def log_slider(label: str, default: float, low: int, high: int, info: str) -> gr.Slider:
+    return gr.Slider(low, high, value=math.log10(default), step=0.1, label=label, info=info)
+
+
+def _number(name: str, value, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise gr.Error(f"{name} must be a number from {low:g} to {high:g}, not {value!r}", print_exception=False)
+    return float(value)
+
+
+def _whole(name: str, value, low: int, high: int) -> int:
+    number = _number(name, value, low, high)
+    if number != int(number):
+        raise gr.Error(f"{name} must be a whole number from {low} to {high}, not {value!r}", print_exception=False)
+    return int(number)
+
+
+def _image(payload, what: str):
+    if payload is None:
+        return None
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if not path:
+        raise gr.Error(f"{what}: send an uploaded image file", print_exception=False)
+    return open_image(path, what)
+
+
+def parse_request(content, style, content_weight_log, style_weight_log, steps, size, style_layers, content_layer,
+                  optimizer, init, preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights,
+                  second_style, second_style_blend):
+    """Raw event values (as the browser or an API client sent them) -> images and Settings, or gr.Error."""
+    if content is None:
+        raise gr.Error("Add a content image (the photo to repaint).", print_exception=False)
+    if style is None:
+        raise gr.Error("Add a style image (the painting to borrow from).", print_exception=False)
+    if not isinstance(style_layers, list) or not all(isinstance(layer, str) for layer in style_layers):
+        raise gr.Error(f"style layers must be a list chosen from {', '.join(RELU_LAYERS)}", print_exception=False)
+    for name, value, choices in [("content layer", content_layer, RELU_LAYERS), ("optimizer", optimizer, OPTIMIZERS),
+                                 ("init", init, INITS), ("preserve colors", preserve_colors, COLOR_MODES),
+                                 ("pooling", pooling, POOLINGS), ("weights", weights, [v for _, v in WEIGHT_CHOICES])]:
+        if value not in choices:
+            raise gr.Error(f"unknown {name} {value!r}; choose one of {', '.join(choices)}", print_exception=False)
+    if not isinstance(multiscale, bool):
+        raise gr.Error("multiscale must be true or false", print_exception=False)
+    try:
+        settings = Settings(
+            content_weight=10 ** _number("content weight (log10)", content_weight_log, -3, 3),
+            style_weight=10 ** _number("style weight (log10)", style_weight_log, -2, 5),
+            steps=_whole("iterations", steps, 1, MAX_STEPS),
+            size=_whole("size", size, 64, MAX_SIZE),
+            style_layers=tuple(style_layers), content_layer=content_layer, optimizer=optimizer, init=init,
+            preserve_colors=preserve_colors, multiscale=multiscale,
+            tv_weight=_number("TV weight", tv_weight, 0, 1000),
+            style_scale=_number("style scale", style_scale, 0.25, 2.0), pooling=pooling,
+            seed=_whole("seed", seed, 0, 2**31 - 1), weights=weights)
+        blend = _number("second style blend", second_style_blend, 0, 1)
+        styles = [_image(style, "style image")]
+        if second_style is not None and blend > 0:
+            styles.append(_image(second_style, "second style image"))
+            settings = replace(settings, style_blend=(1 - blend, blend))
+        settings = settings.validated(style_count=len(styles))
+        return _image(content, "content image"), styles, settings
+    except (ImageError, SettingsError) as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
+def status_line(frame) -> str:
+    per_step = frame.elapsed / max(frame.step, 1)
+    left = per_step * (frame.steps - frame.step)
+    state = "done" if frame.done else f"~{left:.0f} s left"
+    return (f"step {frame.step}/{frame.steps} · {frame.size[1]}×{frame.size[0]} px · {frame.elapsed:.1f} s · "
+            f"{per_step:.2f} s/step · {state} · {frame.device} {frame.precision}")
+
+
+def run(*values):
+    """The /stylize endpoint: streams (picture, loss plot, status, before/after) as the picture forms."""
+    content, styles, settings = parse_request(*values)
+    rows: list[dict] = []
+    picture = None
+    try:
+        for frame in stylize(content, styles, replace(settings, frame_interval=0.5)):
+            picture = frame.image
+            rows += [{"step": frame.step, "loss": frame.losses[term], "term": term} for term in ("content", "style", "total")]
+            status = status_line(frame)
+            comparison = gr.skip()
+            if frame.message:
+                gr.Warning(frame.message)
+                status = f"stopped: {frame.message}"
+            if frame.done:
+                comparison = gr.ImageSlider(value=(content.resize(picture.size), picture), visible=True)
+            yield picture, pd.DataFrame(rows), status, comparison
+    except (ImageError, SettingsError, WeightsError) as error:
+        if picture is None:
+            raise gr.Error(str(error), print_exception=False) from None
+        gr.Warning(str(error))  # keep the last good picture on screen instead of an error badge
+        yield picture, pd.DataFrame(rows), f"stopped: {error}", gr.skip()
+
+
+def estimate_gpu_seconds(*values) -> int:
+    """ZeroGPU booking: generous for the steps and size asked for, within ZeroGPU's limits."""
+    try:
+        steps, size = float(values[4]), float(values[5])
+        return int(min(300, 20 + steps * (size / 512) ** 2 * 0.02))
+    except (TypeError, ValueError, IndexError):
+        return 60
+
+
+def on_zero_gpu(function):
+    try:
+        import spaces
+    except ImportError:
+        return function
+    if not getattr(getattr(spaces, "config", None), "Config", None) or not spaces.config.Config.zero_gpu:
+        return function
+    return spaces.GPU(duration=estimate_gpu_seconds)(function)
+
+
+stylize_endpoint = on_zero_gpu(run)
+
+
+def example_rows() -> list[list]:
+    pairs = [("chelsea", "starry_night", 1.0, 200, 512), ("astronaut", "hubble_deep_field", 1.3, 200, 512),
+             ("rocket", "graf1", 1.0, 200, 512), ("chelsea", "graf1", 0.7, 150, 384),
+             ("astronaut", "starry_night", 1.0, 200, 512)]
+    return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), w, n, px] for c, s, w, n, px in pairs]
+
+
+with gr.Blocks(title="Neural Style Transfer", delete_cache=(600, 3600)) as demo:
+    gr.Markdown("# Neural Style Transfer\nDrop in a photo and a painting, press **Stylize**, and watch the photo "
+                "take on the painting's style step by step.")
+    with gr.Row():
+        with gr.Column():
+            with gr.Row():
+                content_image = gr.Image(label="Content (your photo)", type="filepath", sources=["upload", "clipboard", "webcam"], height=260)
+                style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=260)
+            style_weight = log_slider("Style weight (log10)", DEFAULTS.style_weight, -2, 5, "More: more painting. 1 = weight 10.")
+            content_weight = log_slider("Content weight (log10)", DEFAULTS.content_weight, -3, 3, "More: more photo. 0 = weight 1.")
+            with gr.Row():
+                steps = gr.Slider(1, MAX_STEPS, value=DEFAULTS.steps, step=1, label="Iterations")
+                size = gr.Slider(64, MAX_SIZE, value=DEFAULTS.size, step=32, label="Output size (long side, px)")
+            style_layers = gr.CheckboxGroup(list(RELU_LAYERS), value=list(DEFAULT_STYLE_LAYERS), label="Style layers",
+                                            info="Low layers: colour and fine texture. High layers: larger motifs.")
+            content_layer = gr.Dropdown(list(RELU_LAYERS), value=DEFAULTS.content_layer, label="Content layer")
+            with gr.Accordion("Advanced", open=False):
+                with gr.Row():
+                    optimizer = gr.Radio(list(OPTIMIZERS), value=DEFAULTS.optimizer, label="Optimiser")
+                    init = gr.Radio(list(INITS), value=DEFAULTS.init, label="Start from")
+                    preserve_colors = gr.Radio(list(COLOR_MODES), value=DEFAULTS.preserve_colors, label="Preserve colours",
+                                               info="luminance: style on brightness only; histogram: recolour the painting first")
+                with gr.Row():
+                    multiscale = gr.Checkbox(value=DEFAULTS.multiscale, label="Coarse to fine (faster)")
+                    pooling = gr.Radio(list(POOLINGS), value=DEFAULTS.pooling, label="Pooling")
+                    seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, label="Seed")
+                with gr.Row():
+                    tv_weight = gr.Slider(0, 100, value=DEFAULTS.tv_weight, step=0.5, label="Smoothness (TV weight)")
+                    style_scale = gr.Slider(0.25, 2.0, value=DEFAULTS.style_scale, step=0.05, label="Style scale",
+                                            info="Size of the painting's brush strokes relative to the output")
+                weights = gr.Dropdown(WEIGHT_CHOICES, value="embedded", label="VGG19 weights")
+                with gr.Row():
+                    second_style = gr.Image(label="Second style (optional)", type="filepath", sources=["upload", "clipboard"], height=180)
+                    second_style_blend = gr.Slider(0, 1, value=0.5, step=0.05, label="Share of the second style")
+            with gr.Row():
+                stylize_button = gr.Button("Stylize", variant="primary")
+                stop_button = gr.Button("Stop", variant="stop")
+        with gr.Column():
+            result = gr.Image(label="Result", type="pil", format="png", interactive=False, buttons=["download", "fullscreen"])
+            status = gr.Markdown("Ready.", elem_id="status")
+            loss_plot = gr.LinePlot(x="step", y="loss", color="term", label="Losses", height=220)
+            comparison = gr.ImageSlider(label="Before / after", visible=False, type="pil", interactive=False)
+    gr.Examples(example_rows(), inputs=[content_image, style_image, style_weight, steps, size], cache_examples=False,
+                label="Examples (click one, then Stylize)")
+    with gr.Accordion("How it works", open=False):
+        gr.Markdown(HOW_IT_WORKS)
+
+    inputs = [content_image, style_image, content_weight, style_weight, steps, size, style_layers, content_layer,
+              optimizer, init, preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights,
+              second_style, second_style_blend]
+    stylize_event = stylize_button.click(stylize_endpoint, inputs, [result, loss_plot, status, comparison],
+                                         api_name="stylize", preprocess=False, concurrency_limit=CONCURRENCY,
+                                         show_progress="minimal")
+    stop_button.click(lambda: "Stopped.", None, status, cancels=[stylize_event], api_name="stop", queue=False)
+
+demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the style transfer app.")
+    parser.add_argument("--share", action="store_true", help="also ask Gradio for a temporary public share link")
+    args = parser.parse_args()
+    demo.launch(share=args.share, max_file_size=MAX_FILE_SIZE, show_error=False,
+                server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""`python -m nst.bench`: our engine against the textbook Gatys loop, side by side in one run.
+
+Reports, per size: seconds per step (median), the naive/ours ratio, effective GFLOP/s against this
+machine's measured convolution peak, and peak memory; then time to quality at one size: how long
+our defaults take to get as stylised as the naive loop after its steps (same yardstick: the
+engine's relative Gram and content distances, measured by the same network at the same size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import images, losses
+from .engine import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, distances, resolve_device, resolve_precision, stylize
+from .vgg import LAYER_INDEX, LAYER_NAMES, load_model
+from .weights import load_weights
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DEFAULT_CONTENT = EXAMPLES / "chelsea.jpg"
+DEFAULT_STYLE = EXAMPLES / "starry_night.jpg"
+
+
+class NaiveGatys:
+    """The textbook loop: full VGG19 stack to relu5_1 in plain NCHW float32, out-of-place ReLU,
+    max pooling, L-BFGS with torch's defaults, the same losses as our defaults; only the targets
+    are cached."""
+
+    def __init__(self, device: torch.device):
+        weights = load_weights("embedded")
+        modules = []
+        for name in LAYER_NAMES[: LAYER_INDEX["relu5_1"] + 1]:
+            if name.startswith("conv"):
+                index = LAYER_INDEX[name]
+                weight = weights.state_dict[f"{index}.weight"]
+                conv = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1)
+                conv.weight.data.copy_(weight)
+                conv.bias.data.copy_(weights.state_dict[f"{index}.bias"])
+                modules.append(conv)
+            elif name.startswith("relu"):
+                modules.append(nn.ReLU(inplace=False))
+            else:
+                modules.append(nn.MaxPool2d(2, 2))
+        self.net = nn.Sequential(*modules).to(device).eval().requires_grad_(False)
+        self.mean = torch.tensor([103.939, 116.779, 123.68], device=device).view(1, 3, 1, 1)
+        self.layers = set(DEFAULT_STYLE_LAYERS) | {DEFAULT_CONTENT_LAYER}
+
+    def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = image[:, [2, 1, 0]] * 255 - self.mean
+        out = {}
+        for name, module in zip(LAYER_NAMES, self.net):
+            x = module(x)
+            if name in self.layers:
+                out[name] = x
+        return out
+
+    def run(self, content: torch.Tensor, style: torch.Tensor, steps: int, on_step=None) -> torch.Tensor:
+        with torch.no_grad():
+            content_target = self.features(content)[DEFAULT_CONTENT_LAYER]
+            style_features = self.features(style)
+            targets = {}
+            for layer in DEFAULT_STYLE_LAYERS:
+                matrix = losses.as_matrix(style_features[layer])
+                targets[layer] = losses.gram(matrix) / matrix.shape[1]
+            alpha = 1.0 / float(losses.content_loss(torch.zeros_like(content_target), content_target))
+            betas = [10.0 / len(DEFAULT_STYLE_LAYERS) / float(losses.style_layer_loss(torch.zeros_like(a), a, a.shape[0], 1))
+                     for a in targets.values()]
+        image = content.clone().requires_grad_(True)
+        optimizer = torch.optim.LBFGS([image])
+        evaluations = [0]
+
+        def closure():
+            with torch.no_grad():
+                image.clamp_(0, 1)
+            optimizer.zero_grad()
+            features = self.features(image)
+            content_term = losses.content_loss(features[DEFAULT_CONTENT_LAYER], content_target)
+            terms = []
+            for layer in DEFAULT_STYLE_LAYERS:
+                matrix = losses.as_matrix(features[layer])
+                terms.append(losses.style_layer_loss(losses.gram(matrix), targets[layer] * matrix.shape[1], *matrix.shape))
+            loss = alpha * content_term + losses.style_loss(terms, betas)
+            loss.backward()
+            evaluations[0] += 1
+            if on_step:
+                on_step(evaluations[0])
+            return loss
+
+        while evaluations[0] < steps:
+            optimizer.step(closure)
+        with torch.no_grad():
+            image.clamp_(0, 1)
+        return image.detach()
+
+
+def conv_flops(height: int, width: int, deepest: str) -> float:
+    """Multiply-adds x 2 of the convolutions up to `deepest`, forward only."""
+    flops, channels = 0.0, 3
+    for name in LAYER_NAMES[: LAYER_INDEX[deepest] + 1]:
+        if name.startswith("conv"):
+            width_out = (64, 128, 256, 512, 512)[int(name[4]) - 1]
+            flops += 2 * height * width * channels * width_out * 9
+            channels = width_out
+        elif name.startswith("pool"):
+            height, width = height // 2, width // 2
+    return flops
+
+
+def measure_peak_gflops(device: torch.device, seconds: float = 2.0) -> float:
+    """Best convolution throughput seen on a VGG-like 3x3 layer: this machine's practical peak."""
+    x = torch.randn(1, 256, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    conv = nn.Conv2d(256, 256, 3, padding=1).to(device).to(memory_format=torch.channels_last).requires_grad_(False)
+    flops = 2 * 64 * 64 * 256 * 256 * 9
+    best, deadline = 0.0, time.perf_counter() + seconds
+    with torch.inference_mode():
+        while time.perf_counter() < deadline:
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(4):
+                conv(x)
+            _sync(device)
+            best = max(best, 4 * flops / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class PeakMemory:
+    """Peak resident memory (CPU: VmHWM, reset through /proc/self/clear_refs) or CUDA memory."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        elif os.path.exists("/proc/self/clear_refs"):
+            with open("/proc/self/clear_refs", "w") as file:
+                file.write("5")
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_engine_steps(content, style, settings: Settings, steps: int) -> list[float]:
+    """Seconds per step of the engine, from a frame after every step (first step dropped)."""
+    elapsed = [frame.elapsed for frame in stylize(content, style, replace(settings, steps=steps + 1, frame_interval=0))]
+    return [b - a for a, b in zip(elapsed, elapsed[1:])]
+
+
+def time_naive_steps(naive: NaiveGatys, content_t, style_t, steps: int, device) -> list[float]:
+    stamps = []
+
+    def on_step(_):
+        _sync(device)
+        stamps.append(time.perf_counter())
+
+    naive.run(content_t, style_t, steps + 1, on_step)
+    return [b - a for a, b in zip(stamps, stamps[1:])][:steps]
+
+
+def bench_size(side: int, content, style, device, peak: PeakMemory, steps: int, naive: NaiveGatys | None, precisions) -> dict:
+    height, width = images.working_size(content.width, content.height, side)
+    flops = 2 * conv_flops(height, width, "relu5_1")  # forward + gradient to the input, no weight gradients
+    row: dict = {"size": side, "pixels": f"{width}x{height}", "gflop_per_step": flops / 1e9}
+    runs = {}
+    if naive is not None:
+        content_t = images.load_tensor(content, side, device)
+        style_t = images.load_tensor(style, side, device)
+        peak.reset()
+        runs["naive"] = (time_naive_steps(naive, content_t, style_t, steps, device), peak.peak_mb())
+    base = Settings(size=side, device=str(device))
+    for precision in precisions:
+        peak.reset()
+        runs[f"ours_{precision}"] = (time_engine_steps(content, style, replace(base, multiscale=False, precision=precision), steps), peak.peak_mb())
+    for name, (times, memory) in runs.items():
+        median = statistics.median(times)
+        row[name] = {"s_per_step": median, "gflops": flops / median / 1e9, "peak_mb": memory}
+    if "naive" in runs:
+        for precision in precisions:
+            row[f"naive_over_ours_{precision}"] = row["naive"]["s_per_step"] / row[f"ours_{precision}"]["s_per_step"]
+    return row
+
+
+def time_to_quality(content, style, device, side: int, naive_steps: int, naive: NaiveGatys) -> dict:
+    content_t = images.load_tensor(content, side, device)
+    style_t = images.load_tensor(style, side, device)
+    _sync(device)
+    start = time.perf_counter()
+    reference = naive.run(content_t, style_t, naive_steps)
+    _sync(device)
+    naive_seconds = time.perf_counter() - start
+    reference_image = images.to_pil(reference)
+    settings = Settings(size=side, device=str(device))
+    naive_distance = distances(reference_image, content, style, settings)
+
+    load_model.cache_clear()
+    start = time.perf_counter()
+    frames = [(frame.elapsed, frame.image) for frame in stylize(content, style, replace(settings, frame_interval=1.0))]
+    ours_seconds = time.perf_counter() - start
+    reached = None
+    for elapsed, image in frames:
+        if max(image.size) == side and distances(image, content, style, settings)["style"] <= naive_distance["style"]:
+            reached = elapsed
+            break
+    ours_distance = distances(frames[-1][1], content, style, settings)
+    return {"size": side, "naive_steps": naive_steps, "naive_seconds": naive_seconds, "naive_distance": naive_distance,
+            "ours_steps": settings.steps, "ours_seconds_with_model_load": ours_seconds, "ours_distance": ours_distance,
+            "ours_seconds_to_naive_quality": reached}
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name()
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nst.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--content", default=str(DEFAULT_CONTENT))
+    parser.add_argument("--style", default=str(DEFAULT_STYLE))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precisions", nargs="+", default=None, help="fp32 and/or bf16 (default: fp32 and the auto choice)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive reference in the per-step table")
+    parser.add_argument("--quality-size", type=int, default=512)
+    parser.add_argument("--quality-steps", type=int, default=300, help="naive L-BFGS steps for the quality yardstick; 0 skips")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout instead of the table")
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    precisions = args.precisions or sorted({"fp32", resolve_precision("auto", device)})
+    content = images.open_image(args.content, "content image")
+    style = images.open_image(args.style, "style image")
+    peak = PeakMemory(device)
+    report: dict = {"machine": machine(device), "device": device.type, "torch": torch.__version__}
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    report["peak_conv_gflops"] = measure_peak_gflops(device)
+    log(f"peak conv throughput: {report['peak_conv_gflops']:.0f} GFLOP/s on {report['machine']}")
+    naive = NaiveGatys(device)
+    report["sizes"] = []
+    for side in args.sizes:
+        row = bench_size(side, content, style, device, peak, args.steps, None if args.no_naive else naive, precisions)
+        for key, value in row.items():
+            if isinstance(value, dict):
+                value["fraction_of_peak"] = value["gflops"] / report["peak_conv_gflops"]
+        report["sizes"].append(row)
+        log(json.dumps(row))
+    if args.quality_steps:
+        report["time_to_quality"] = time_to_quality(content, style, device, args.quality_size, args.quality_steps, naive)
+        log(json.dumps(report["time_to_quality"]))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    return 0
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{report['machine']} ({report['device']}), torch {report['torch']}; "
+             f"measured conv peak {report['peak_conv_gflops']:.0f} GFLOP/s", "",
+             "| size | config | s/step (median) | naive/ours | GFLOP/s | of peak | peak memory MB |",
+             "|---|---|---|---|---|---|---|"]
+    for row in report["sizes"]:
+        for name, value in row.items():
+            if not isinstance(value, dict):
+                continue
+            ratio = row.get(f"naive_over_{name}")
+            lines.append(f"| {row['pixels']} | {name} | {value['s_per_step']:.3f} | {f'{ratio:.2f}x' if ratio else '-'} | "
+                         f"{value['gflops']:.0f} | {value['fraction_of_peak']:.0%} | {value['peak_mb']:.0f} |")
+    quality = report.get("time_to_quality")
+    if quality:
+        reached = quality["ours_seconds_to_naive_quality"]
+        lines += ["", f"Time to quality at {quality['size']} px (style distance, lower is more stylised; content distance):",
+                  f"- naive L-BFGS, {quality['naive_steps']} steps: {quality['naive_seconds']:.1f} s, "
+                  f"style {quality['naive_distance']['style']:.3f}, content {quality['naive_distance']['content']:.3f}",
+                  f"- ours, defaults ({quality['ours_steps']} steps, multi-scale), model load included: "
+                  f"{quality['ours_seconds_with_model_load']:.1f} s, style {quality['ours_distance']['style']:.3f}, "
+                  f"content {quality['ours_distance']['content']:.3f}",
+                  f"- ours reached the naive result's style distance after: {f'{reached:.1f} s' if reached else 'not reached'}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

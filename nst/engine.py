@@ -1,0 +1,375 @@
+"""Gatys style transfer as a generator of progress frames.
+
+How the user-facing weights map onto the seed's loss: the content term 1/2 sum (F - P)^2 grows with
+the number of positions M, while each style layer term 1/(4 N^2 M^2) sum (G - A)^2 does not; and
+with the Caffe weights the style layer terms differ by five orders of magnitude between relu1_1 and
+relu4_1, while the ImageNet weights produce activations on another scale altogether. So the engine
+measures each loss term against its own target:
+
+    alpha   = content_weight / (1/2 sum P^2)
+    beta_l  = style_weight * w_l / (1/(4 N^2 M^2) sum A_l^2)
+
+The weighted content term is then content_weight times the relative squared error of the content
+activations, and each style layer adds style_weight * w_l times the relative squared error of its
+Gram matrix. The same slider values give the same look at 128 px and 2048 px, whichever weights
+are loaded, and equal layer weights w_l really give each layer an equal say.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import images, losses
+from .images import ImageError
+from .vgg import LAYER_NAMES, POOLINGS, RELU_LAYERS, load_model
+from .weights import SOURCES, describe_sources
+
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+DEFAULT_CONTENT_LAYER = "relu4_2"
+OPTIMIZERS = ("adam", "lbfgs")
+INITS = ("content", "noise", "style")
+COLOR_MODES = ("none", "luminance", "histogram")
+PRECISIONS = ("auto", "fp32", "bf16")
+MAX_SIZE = 2048
+MAX_STEPS = 10_000
+MAX_WEIGHT = 1e12
+# Adam's step in RGB units of [0, 1] (about 4 grey levels), for each scale of the schedule.
+ADAM_LEARNING_RATE = 4 / 255
+MIN_SCALE_SIDE = 128
+# Each scale gets this many times the steps of the next finer one.
+SCALE_SHARE_RATIO = 2.0
+LBFGS_HISTORY = 100
+
+# Optimisation steps taken by every stylize() in this process: shows a caller that work stopped.
+steps_taken = 0
+
+
+class SettingsError(ValueError):
+    """A setting out of range; the message names the allowed values."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes a result. Defaults are chosen for a good 512 px picture fast on CPU."""
+
+    steps: int = 140
+    size: int = 512
+    optimizer: str = "lbfgs"
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    tv_weight: float = 0.0
+    content_layer: str = DEFAULT_CONTENT_LAYER
+    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] | None = None  # None: equal, 1 / number of layers
+    style_blend: tuple[float, ...] | None = None  # None: all style images alike
+    style_scale: float = 1.0
+    init: str = "content"
+    preserve_colors: str = "none"
+    multiscale: bool = True
+    pooling: str = "max"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    weights: str = "embedded"
+    frame_interval: float = 0.5
+
+    def validated(self, style_count: int = 1) -> Settings:
+        """These settings with tuples normalised, or SettingsError naming what is allowed."""
+        _check_int("steps", self.steps, 1, MAX_STEPS)
+        _check_int("size", self.size, images.MIN_SIDE, MAX_SIZE)
+        _check_int("seed", self.seed, 0, 2**63 - 1)
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            _check_number(name.replace("_", " "), getattr(self, name), 0, MAX_WEIGHT)
+        _check_number("style scale", self.style_scale, 0.1, 4.0)
+        _check_number("frame interval", self.frame_interval, 0, 3600)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("init", self.init, INITS)
+        _check_choice("preserve colors", self.preserve_colors, COLOR_MODES)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("content layer", self.content_layer, LAYER_NAMES, shown=RELU_LAYERS)
+        style_layers = tuple(self.style_layers)
+        if not style_layers:
+            raise SettingsError(f"choose at least one style layer from {', '.join(RELU_LAYERS)}")
+        for layer in style_layers:
+            _check_choice("style layer", layer, LAYER_NAMES, shown=RELU_LAYERS)
+        if len(set(style_layers)) != len(style_layers):
+            raise SettingsError("each style layer may be chosen once")
+        layer_weights = _check_weights("style layer weights", self.style_layer_weights, len(style_layers))
+        blend = _check_weights("style blend", self.style_blend, style_count)
+        if not isinstance(self.multiscale, bool):
+            raise SettingsError("multiscale must be true or false")
+        if self.weights not in SOURCES and not str(self.weights).endswith((".safetensors", ".pth", ".pt")):
+            raise SettingsError(f"weights must be {describe_sources()}")
+        resolve_device(self.device)
+        return replace(self, style_layers=style_layers, style_layer_weights=layer_weights, style_blend=blend)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+
+
+def _check_number(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise SettingsError(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
+
+
+def _check_choice(name: str, value: object, allowed: Sequence[str], shown: Sequence[str] | None = None) -> None:
+    if value not in allowed:
+        raise SettingsError(f"unknown {name} {value!r}; choose one of {', '.join(shown or allowed)}")
+
+
+def _check_weights(name: str, weights: Sequence[float] | None, expected: int) -> tuple[float, ...]:
+    if weights is None:
+        return (1.0 / expected,) * expected
+    weights = tuple(weights)
+    if len(weights) != expected:
+        raise SettingsError(f"{name}: give {expected} values, one for each, not {len(weights)}")
+    for value in weights:
+        _check_number(name, value, 0, MAX_WEIGHT)
+    total = sum(weights)
+    if total <= 0:
+        raise SettingsError(f"{name} must not all be zero")
+    return tuple(value / total for value in weights)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise SettingsError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from error
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise SettingsError(f"device {name!r} is not available here; use auto or cpu")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 convolutions that run faster than fp32 on this CPU."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def scale_schedule(size: int, steps: int, multiscale: bool) -> list[tuple[int, int]]:
+    """[(long side, steps)] coarse to fine, ending at `size`; the steps add up to `steps`.
+
+    Each scale doubles the previous one, starting at no less than MIN_SCALE_SIDE. Coarse scales cost
+    a quarter as much per step as the next, so they take the larger share of the steps.
+    """
+    sides = [size]
+    while multiscale and sides[0] // 2 >= MIN_SCALE_SIDE:
+        sides.insert(0, sides[0] // 2)
+    sides = sides[-steps:]
+    shares = [SCALE_SHARE_RATIO**i for i in range(len(sides) - 1, -1, -1)]
+    counts = [int(steps * share / sum(shares)) for share in shares]
+    counts[-1] = steps - sum(counts[:-1])
+    return [(side, n) for side, n in zip(sides, counts) if n > 0]
+
+
+@dataclass
+class Frame:
+    """One progress report. `image` is the current picture at the current scale."""
+
+    step: int
+    steps: int
+    losses: dict[str, float]
+    elapsed: float
+    image: Image.Image
+    done: bool = False
+    device: str = "cpu"
+    precision: str = "fp32"
+    message: str = ""
+    size: tuple[int, int] = field(default=(0, 0))  # (height, width) of `image`
+
+
+def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], settings: Settings = Settings()) -> Iterator[Frame]:
+    """Optimise a picture with `content`'s arrangement in the style of `styles`, yielding Frames.
+
+    Frames come at most every `settings.frame_interval` seconds, and always at the end (`done`).
+    Closing the generator stops the work at the frame it is paused on; no VGG pass runs after that.
+    """
+    global steps_taken
+    styles = [styles] if isinstance(styles, Image.Image) else list(styles)
+    if not styles:
+        raise ImageError("give at least one style image")
+    settings = settings.validated(style_count=len(styles))
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    started = time.perf_counter()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = load_model(settings.weights, settings.pooling, str(device))
+
+    content_full = images.load_tensor(content, settings.size, device, "content image")
+    style_side = max(images.MIN_SIDE, round(settings.size * settings.style_scale))
+    style_full = [images.load_tensor(style, style_side, device, "style image") for style in styles]
+    colour_source = content_full
+    if settings.preserve_colors == "histogram":
+        style_full = [images.match_histogram(style, content_full) for style in style_full]
+    elif settings.preserve_colors == "luminance":
+        content_full = images.luminance(content_full)
+        style_full = [images.match_luminance(images.luminance(style), content_full) for style in style_full]
+
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    step = 0
+    image: Tensor | None = None
+    last_frame = -math.inf
+
+    def frame(current: Tensor, values: dict[str, Tensor], done: bool, message: str = "") -> Frame:
+        if settings.preserve_colors == "luminance":
+            current = images.with_chroma(current, images.resize(colour_source, tuple(current.shape[-2:])))
+        return Frame(step, settings.steps, {name: float(value) for name, value in values.items()},
+                     time.perf_counter() - started, images.to_pil(current), done, device.type, precision, message,
+                     tuple(current.shape[-2:]))
+
+    for side, scale_steps in scale_schedule(settings.size, settings.steps, settings.multiscale):
+        height, width = images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image")
+        content_scaled = images.resize(content_full, (height, width))
+        objective = _Objective(model, content_scaled, style_full, settings, autocast)
+        if image is None:
+            image = _initial_image(settings.init, content_scaled, style_full[0], generator)
+        else:
+            image = images.resize(image.detach(), (height, width))
+        # The image stays contiguous (L-BFGS flattens it); the channels-last weights make every
+        # activation after the first convolution channels-last.
+        image = image.contiguous().requires_grad_(True)
+        optimizer = _optimizer(settings.optimizer, image)
+        last_good = image.detach().clone()
+        values: dict[str, Tensor] = {}
+
+        def closure() -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            values.update(objective(image))
+            values["total"].backward()
+            return values["total"]
+
+        for _ in range(scale_steps):
+            optimizer.step(closure)
+            with torch.no_grad():
+                image.clamp_(0, 1)
+            step += 1
+            steps_taken += 1
+            final = step == settings.steps
+            now = time.perf_counter()
+            if not final and now - last_frame < settings.frame_interval:
+                continue
+            last_frame = now
+            reported = {name: value.detach() for name, value in values.items()}
+            if not all(math.isfinite(float(value)) for value in reported.values()):
+                yield frame(last_good, reported, True, f"the loss became infinite or NaN at step {step}; "
+                            "showing the last good picture (try lower weights or fp32)")
+                return
+            last_good = image.detach().clone()
+            yield frame(last_good, reported, final)
+
+
+class _Objective:
+    """The weighted loss terms at one scale, with the targets computed once."""
+
+    def __init__(self, model, content: Tensor, styles: list[Tensor], settings: Settings, autocast):
+        self.model, self.settings, self.autocast = model, settings, autocast
+        self.layers = set(settings.style_layers) | {settings.content_layer}
+        style_side = max(images.MIN_SIDE, round(max(content.shape[-2:]) * settings.style_scale))
+        with torch.inference_mode(), autocast:
+            self.content_target = model(content, [settings.content_layer])[settings.content_layer].float().clone()
+            self.grams: dict[str, Tensor] = {}  # blended Gram matrices per position: A / M
+            for style, blend in zip(styles, settings.style_blend, strict=True):
+                height, width = images.working_size(style.shape[-1], style.shape[-2], style_side, "style image")
+                scaled = images.resize(style, (height, width))
+                features = model(scaled, settings.style_layers)
+                for layer in settings.style_layers:
+                    matrix = losses.as_matrix(features[layer])
+                    self.grams[layer] = self.grams.get(layer, 0) + blend * losses.gram(matrix) / matrix.shape[1]
+            zero = torch.zeros_like(self.content_target)
+            self.alpha = settings.content_weight / max(float(losses.content_loss(zero, self.content_target)), 1e-12)
+            self.betas = []
+            for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True):
+                gram = self.grams[layer]
+                energy = max(float(losses.style_layer_loss(torch.zeros_like(gram), gram, gram.shape[0], 1)), 1e-12)
+                self.betas.append(settings.style_weight * weight / energy)
+
+    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+        settings = self.settings
+        with self.autocast:
+            features = self.model(image, self.layers)
+        content = losses.content_loss(features[settings.content_layer], self.content_target)
+        layer_terms = []
+        for layer in settings.style_layers:
+            matrix = losses.as_matrix(features[layer])
+            filters, positions = matrix.shape
+            layer_terms.append(losses.style_layer_loss(losses.gram(matrix), self.grams[layer] * positions, filters, positions))
+        style = losses.style_loss(layer_terms, self.betas)
+        tv = losses.total_variation(image) if settings.tv_weight else image.new_zeros(())
+        total = losses.total_loss(content, style, tv, self.alpha, 1.0, settings.tv_weight)
+        return {"content": self.alpha * content, "style": style, "tv": settings.tv_weight * tv, "total": total}
+
+
+def distances(image: Image.Image, content: Image.Image, styles: Image.Image | Sequence[Image.Image],
+              settings: Settings = Settings()) -> dict[str, float]:
+    """How far `image` is from the content and the style(s), at `image`'s size, by the same network.
+
+    content: relative squared error of the content-layer activations; style: the layer-weighted
+    relative squared error of the Gram matrices (the engine's loss terms with weights 1).
+    """
+    styles = [styles] if isinstance(styles, Image.Image) else list(styles)
+    settings = replace(settings, content_weight=1.0, style_weight=1.0, tv_weight=0.0).validated(len(styles))
+    device = resolve_device(settings.device)
+    model = load_model(settings.weights, settings.pooling, str(device))
+    generated = images.to_tensor(image, device)
+    content_tensor = images.resize(images.to_tensor(content, device), tuple(generated.shape[-2:]))
+    objective = _Objective(model, content_tensor,
+                           [images.to_tensor(style, device) for style in styles], settings,
+                           torch.autocast(device.type, enabled=False))
+    with torch.inference_mode():
+        terms = objective(generated)
+    return {"content": float(terms["content"]), "style": float(terms["style"])}
+
+
+def warm_up(settings: Settings = Settings()) -> None:
+    """Load the network and torch's optimiser code now, so the first request starts at full speed."""
+    settings = settings.validated()
+    load_model(settings.weights, settings.pooling, str(resolve_device(settings.device)))
+    _optimizer(settings.optimizer, torch.zeros(1, requires_grad=True))
+
+
+def _initial_image(init: str, content: Tensor, style: Tensor, generator: torch.Generator) -> Tensor:
+    if init == "content":
+        return content.detach().clone()
+    if init == "style":
+        return images.resize(style, tuple(content.shape[-2:])).detach().clone()
+    return torch.rand(content.shape, generator=generator).to(content.device)
+
+
+def _optimizer(name: str, image: Tensor) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam([image], lr=ADAM_LEARNING_RATE)
+    return torch.optim.LBFGS([image], lr=1, max_iter=1, history_size=LBFGS_HISTORY, tolerance_grad=0, tolerance_change=0)

@@ -1,0 +1,161 @@
+"""Images in and out: decoding, validation, resizing, PIL <-> tensor, colour handling."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+# Refuse decompression bombs before Pillow decodes them (Pillow only warns below 2x its limit).
+MAX_INPUT_PIXELS = 50_000_000
+Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
+# VGG halves the size four times before relu5_1; below this a feature map collapses.
+MIN_SIDE = 32
+MAX_ASPECT = 8.0
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message is one line meant for a person."""
+
+
+def open_image(source: str | os.PathLike | bytes | Image.Image, what: str = "image") -> Image.Image:
+    """Decode `source` into an upright RGB image.
+
+    EXIF orientation is applied, animations give their first frame, transparency is flattened on
+    white, and greyscale, palette, CMYK and 16-bit images become 8-bit RGB.
+    """
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        elif isinstance(source, bytes):
+            image = Image.open(io.BytesIO(source))
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise ImageError(f"{what}: file not found: {path}")
+            image = Image.open(path)
+        if image.width * image.height > MAX_INPUT_PIXELS:
+            raise ImageError(f"{what} is too large: {image.width}x{image.height} px, the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels")
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{what} is too large: the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels") from error
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"{what} is not a readable image (PNG, JPEG, WebP, GIF, BMP or TIFF)") from error
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits by the actual range of the format.
+        peak = 65535.0 if image.mode.startswith("I;16") or image.getextrema()[1] > 255 else 255.0
+        image = image.point(lambda value: value * (255.0 / peak)).convert("L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def working_size(width: int, height: int, long_side: int, what: str = "image") -> tuple[int, int]:
+    """(height, width) with the long side at `long_side`, checked to be large enough for VGG."""
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise ImageError(f"{what} is {width}x{height} px: aspect ratios beyond {MAX_ASPECT:g}:1 are not supported")
+    scale = long_side / max(width, height)
+    new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
+    if min(new_width, new_height) < MIN_SIDE:
+        raise ImageError(f"{what} would be {new_width}x{new_height} px at this size; the short side must be at least {MIN_SIDE} px")
+    return new_height, new_width
+
+
+def to_tensor(image: Image.Image, device: torch.device | str = "cpu") -> Tensor:
+    """PIL RGB -> (1, 3, H, W) float32 in [0, 1]."""
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    tensor = data.view(image.height, image.width, 3).permute(2, 0, 1).unsqueeze(0)
+    return tensor.to(device=device, dtype=torch.float32) / 255.0
+
+
+def to_pil(tensor: Tensor) -> Image.Image:
+    """(1, 3, H, W) in [0, 1] -> PIL RGB."""
+    pixels = (tensor.detach()[0].float().clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = pixels.permute(1, 2, 0).contiguous().cpu()
+    return Image.frombytes("RGB", (pixels.shape[1], pixels.shape[0]), pixels.numpy().tobytes())
+
+
+def resize(tensor: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bicubic, antialiased when shrinking, clamped back to [0, 1]."""
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
+    return F.interpolate(tensor, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def load_tensor(image: Image.Image, long_side: int, device: torch.device | str, what: str = "image") -> Tensor:
+    height, width = working_size(image.width, image.height, long_side, what)
+    return resize(to_tensor(image, device), (height, width))
+
+
+# ITU-R BT.601 full range, as JPEG and Pillow's YCbCr use it.
+_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
+
+
+def rgb_to_ycbcr(image: Tensor) -> Tensor:
+    ycc = torch.einsum("ij,bjhw->bihw", _RGB_TO_YCBCR.to(image), image)
+    return ycc + torch.tensor([0.0, 0.5, 0.5], device=image.device).view(1, 3, 1, 1)
+
+
+def ycbcr_to_rgb(image: Tensor) -> Tensor:
+    centred = image - torch.tensor([0.0, 0.5, 0.5], device=image.device).view(1, 3, 1, 1)
+    return torch.einsum("ij,bjhw->bihw", _YCBCR_TO_RGB.to(image), centred).clamp(0, 1)
+
+
+def luminance(image: Tensor) -> Tensor:
+    """The Y channel, repeated into three channels so VGG can read it."""
+    return rgb_to_ycbcr(image)[:, :1].expand(-1, 3, -1, -1).contiguous()
+
+
+def match_luminance(style: Tensor, content: Tensor) -> Tensor:
+    """Shift and scale the style's luminance to the content's mean and deviation (Gatys 2016)."""
+    std_style, mean_style = torch.std_mean(style)
+    std_content, mean_content = torch.std_mean(content)
+    return ((style - mean_style) * (std_content / (std_style + 1e-6)) + mean_content).clamp(0, 1)
+
+
+def with_chroma(luma: Tensor, colour_source: Tensor) -> Tensor:
+    """The luminance of `luma` with the Cb and Cr of `colour_source` (same size)."""
+    ycc = rgb_to_ycbcr(colour_source)
+    return ycbcr_to_rgb(torch.cat([rgb_to_ycbcr(luma)[:, :1], ycc[:, 1:]], dim=1))
+
+
+def match_histogram(style: Tensor, content: Tensor, eps: float = 1e-5) -> Tensor:
+    """Linear colour transfer: the style's pixels take the content's colour mean and covariance.
+
+    x' = C_c^(1/2) C_s^(-1/2) (x - mu_s) + mu_c, the "Image Analogies" variant in Gatys et al. 2016.
+    """
+
+    def stats(image: Tensor) -> tuple[Tensor, Tensor]:
+        pixels = image[0].reshape(3, -1).double()
+        mean = pixels.mean(dim=1, keepdim=True)
+        centred = pixels - mean
+        return mean, centred @ centred.T / pixels.shape[1] + eps * torch.eye(3, dtype=pixels.dtype, device=pixels.device)
+
+    def matrix_power(matrix: Tensor, power: float) -> Tensor:
+        values, vectors = torch.linalg.eigh(matrix)
+        return vectors @ torch.diag(values.clamp_min(eps) ** power) @ vectors.T
+
+    mean_style, cov_style = stats(style)
+    mean_content, cov_content = stats(content)
+    transform = matrix_power(cov_content, 0.5) @ matrix_power(cov_style, -0.5)
+    pixels = style[0].reshape(3, -1).double()
+    matched = transform @ (pixels - mean_style) + mean_content
+    return matched.reshape(style.shape).to(style.dtype).clamp(0, 1)

@@ -1,0 +1,100 @@
+"""VGG19's convolutional part as a frozen feature extractor with named layers."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection
+
+import torch
+from torch import Tensor, nn
+
+from .weights import CAFFE, Weights, load_weights
+
+BLOCK_SIZES = (2, 2, 4, 4, 4)
+BLOCK_WIDTHS = (64, 128, 256, 512, 512)
+
+
+def _layer_names() -> tuple[str, ...]:
+    names = []
+    for block, convs in enumerate(BLOCK_SIZES, 1):
+        for k in range(1, convs + 1):
+            names += [f"conv{block}_{k}", f"relu{block}_{k}"]
+        names.append(f"pool{block}")
+    return tuple(names)
+
+
+# The single table of names, in the order of torchvision's vgg19().features (37 modules).
+LAYER_NAMES = _layer_names()
+LAYER_INDEX = {name: index for index, name in enumerate(LAYER_NAMES)}
+RELU_LAYERS = tuple(name for name in LAYER_NAMES if name.startswith("relu"))
+POOLINGS = ("max", "avg")
+
+# Input normalisation per weight convention, for an RGB image in [0, 1]: channel order, scale, mean.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class VGG19Features(nn.Module):
+    """torchvision's vgg19().features with loaded weights, frozen, in eval mode.
+
+    `forward(image, layers)` returns the activations at the named layers and runs no module past
+    the deepest of them. ReLUs work in place, except right after a requested conv layer, whose
+    output must survive.
+    """
+
+    def __init__(self, weights: Weights, pooling: str = "max"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        modules: list[nn.Module] = []
+        channels = 3
+        for name in LAYER_NAMES:
+            if name.startswith("conv"):
+                width = BLOCK_WIDTHS[int(name[4]) - 1]
+                modules.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))
+                channels = width
+            elif name.startswith("relu"):
+                modules.append(nn.ReLU(inplace=True))
+            else:
+                modules.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+        self.layers = nn.Sequential(*modules)
+        self.layers.load_state_dict(weights.state_dict, strict=True)
+        self.requires_grad_(False)
+        self.eval()
+        self.convention = weights.convention
+        self.source = weights.source
+        self.pooling = pooling
+        if weights.convention == CAFFE:
+            order, scale, mean = [2, 1, 0], torch.full((3,), 255.0), torch.tensor(_CAFFE_BGR_MEAN)
+        else:
+            order, scale = [0, 1, 2], 1.0 / torch.tensor(_IMAGENET_STD)
+            mean = torch.tensor(_IMAGENET_MEAN) * scale
+        self.channel_order = order
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, image: Tensor) -> Tensor:
+        """RGB in [0, 1] -> the input convention of the weights."""
+        return image[:, self.channel_order] * self.scale - self.mean
+
+    def forward(self, image: Tensor, layers: Collection[str]) -> dict[str, Tensor]:
+        wanted = set(layers)
+        last = max(LAYER_INDEX[name] for name in wanted)
+        x = self.normalise(image)
+        features = {}
+        keep_previous = False
+        for index in range(last + 1):
+            module = self.layers[index]
+            x = torch.relu(x) if keep_previous and isinstance(module, nn.ReLU) else module(x)
+            keep_previous = LAYER_NAMES[index] in wanted
+            if keep_previous:
+                features[LAYER_NAMES[index]] = x
+        return features
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(weights: str = "embedded", pooling: str = "max", device: str = "cpu") -> VGG19Features:
+    """One model per (weights, pooling, device) and process: built on first use, then shared."""
+    model = VGG19Features(load_weights(weights), pooling).to(torch.device(device))
+    return model.to(memory_format=torch.channels_last)

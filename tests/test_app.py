@@ -1,0 +1,116 @@
+"""The Gradio app: its wiring without a server, then a live server driven through gradio_client."""
+
+import math
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from nst import engine
+
+from .conftest import EXAMPLES
+
+CONTENT = str(EXAMPLES / "chelsea.jpg")
+STYLE = str(EXAMPLES / "starry_night.jpg")
+
+
+def request(**changes):
+    """The /stylize arguments in order, small and fast unless changed."""
+    values = dict(content=handle_file(CONTENT), style=handle_file(STYLE), content_weight_log=0.0, style_weight_log=1.0,
+                  steps=30, size=96, style_layers=list(engine.DEFAULT_STYLE_LAYERS), content_layer="relu4_2",
+                  optimizer="adam", init="content", preserve_colors="none", multiscale=True, tv_weight=0.0,
+                  style_scale=1.0, pooling="max", seed=0, weights="embedded", second_style=None, second_style_blend=0.5)
+    values.update(changes)
+    return list(values.values())
+
+
+def _fn(api_name):
+    return next(fn for fn in app.demo.fns.values() if fn.api_name == api_name)
+
+
+def test_blocks_expose_stylize_and_a_stop_that_cancels_it():
+    stylize = _fn("stylize")
+    stop = _fn("stop")
+    assert stylize.concurrency_limit == 1
+    assert stylize.preprocess is False  # the function validates raw values itself
+    assert stylize.inputs[0].type == "filepath"
+    assert stop.cancels == [stylize._id]
+    assert app.demo._queue.max_size == app.QUEUE_SIZE
+    assert app.demo.delete_cache is not None
+    assert app.demo.config["components"]  # the layout builds
+
+
+@pytest.fixture(scope="module")
+def client():
+    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, max_file_size=app.MAX_FILE_SIZE, quiet=True)
+    try:
+        yield Client(app.demo.local_url, verbose=False)
+    finally:
+        app.demo.close()
+
+
+@pytest.mark.server
+def test_submit_streams_frames_then_the_final_picture(client):
+    job = client.submit(*request(steps=40, size=128), api_name="/stylize")
+    outputs = list(job)
+    assert len(outputs) >= 4, len(outputs)
+    picture, plot, status, comparison = outputs[-1]
+    result = Image.open(picture)
+    assert max(result.size) == 128 and result.format == "PNG"
+    assert "step 40/40" in status and "done" in status
+    assert comparison is not None
+    frames_seen = [output[2] for output in outputs]
+    assert len(set(frames_seen)) >= 3
+
+
+@pytest.mark.server
+def test_cancel_stops_the_engine(client):
+    job = client.submit(*request(steps=1000, size=128), api_name="/stylize")
+    deadline = time.time() + 60
+    while len(job.outputs()) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(job.outputs()) >= 2
+    job.cancel()
+    time.sleep(1.5)  # one frame interval plus one step
+    stopped_at = engine.steps_taken
+    time.sleep(2.0)
+    assert engine.steps_taken == stopped_at
+    assert stopped_at < 1000
+
+
+BAD_INPUTS = [
+    ({"content": None}, "Add a content image"),
+    ({"style": None}, "Add a style image"),
+    ({"style_weight_log": math.nan}, "style weight (log10) must be a number from -2 to 5"),
+    ({"content_weight_log": math.inf}, "content weight (log10) must be a number"),
+    ({"steps": -5}, "iterations must be a number from 1"),
+    ({"steps": 2.5}, "iterations must be a whole number"),
+    ({"size": 100000}, "size must be a number from 64 to"),
+    ({"size": "big"}, "size must be a number"),
+    ({"style_layers": []}, "at least one style layer"),
+    ({"style_layers": ["relu1_1", "fc7"]}, "unknown style layer 'fc7'"),
+    ({"content_layer": "pool9"}, "unknown content layer"),
+    ({"optimizer": "sgd"}, "unknown optimizer"),
+    ({"tv_weight": -1}, "TV weight must be a number from 0"),
+]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("changes, message", BAD_INPUTS)
+def test_bad_input_is_refused_with_its_reason(client, changes, message):
+    with pytest.raises(AppError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        client.predict(*request(**changes), api_name="/stylize")
+
+
+@pytest.mark.server
+def test_a_good_request_still_succeeds_after_bad_ones(client, tmp_path):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is text, not a picture")
+    with pytest.raises(AppError, match="not a readable image"):
+        client.predict(*request(content=handle_file(str(not_an_image))), api_name="/stylize")
+    picture, _, status, _ = client.predict(*request(steps=3, size=64), api_name="/stylize")
+    assert Image.open(picture).size == (64, 43)
+    assert "done" in status

@@ -1,0 +1,59 @@
+import pytest
+import torch
+from torch import nn
+
+from nst.vgg import LAYER_NAMES, RELU_LAYERS, VGG19Features, load_model
+from nst.weights import load_weights
+
+
+def test_layer_table_matches_torchvision_vgg19_features():
+    from torchvision.models import vgg19
+
+    reference = vgg19().features
+    assert len(LAYER_NAMES) == len(reference) == 37
+    kinds = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.MaxPool2d: "pool"}
+    for name, module in zip(LAYER_NAMES, reference):
+        assert name.startswith(kinds[type(module)])
+    assert LAYER_NAMES[22] == "relu4_2" and LAYER_NAMES[29] == "relu5_1" and LAYER_NAMES[36] == "pool5"
+    assert len(RELU_LAYERS) == 16
+
+
+def test_model_is_frozen_and_shared():
+    model = load_model()
+    assert model is load_model()
+    assert not model.training
+    assert all(not parameter.requires_grad for parameter in model.parameters())
+
+
+def test_extractor_stops_at_the_deepest_requested_layer():
+    model = load_model()
+    ran = []
+    hooks = [module.register_forward_hook(lambda m, i, o, index=index: ran.append(index)) for index, module in enumerate(model.layers)]
+    try:
+        features = model(torch.rand(1, 3, 64, 64), ["relu1_1", "relu3_1"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert set(features) == {"relu1_1", "relu3_1"}
+    assert ran == list(range(12))  # conv1_1 ... relu3_1, nothing after
+    assert features["relu3_1"].shape == (1, 256, 16, 16)
+
+
+def test_requested_conv_output_is_not_overwritten_by_the_inplace_relu():
+    model = load_model()
+    features = model(torch.rand(1, 3, 32, 32), ["conv1_1", "relu1_1"])
+    assert (features["conv1_1"] < 0).any()
+    assert torch.equal(features["relu1_1"], features["conv1_1"].clamp_min(0))
+
+
+def test_caffe_normalisation_is_bgr_0_255_minus_mean():
+    model = load_model()
+    image = torch.zeros(1, 3, 2, 2)
+    image[:, 0] = 1.0  # pure red
+    normalised = model.normalise(image)
+    assert normalised[0, :, 0, 0].tolist() == pytest.approx([-103.939, -116.779, 255 - 123.68])
+
+
+def test_average_pooling_is_available():
+    model = VGG19Features(load_weights(), pooling="avg")
+    assert isinstance(model.layers[4], nn.AvgPool2d)

@@ -1,0 +1,111 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from nst import weights
+from nst.weights import WeightsError, load_weights
+
+from .conftest import EXAMPLES, ROOT
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_weights("embedded")
+
+
+def test_embedded_weights_are_the_original_vgg19(embedded):
+    assert embedded.convention == "caffe"
+    assert len(embedded.state_dict) == 32
+    # Known values of the original VGG19 (Simonyan & Zisserman): conv1_1's first biases, conv5_4's first.
+    assert embedded.state_dict["0.bias"][:4].tolist() == pytest.approx([0.7302, 0.0649, 0.0343, 0.8260], abs=1e-4)
+    assert embedded.state_dict["34.bias"][:3].tolist() == pytest.approx([0.7223, -0.4857, 0.4057], abs=1e-4)
+    assert embedded.state_dict["0.weight"].shape == (64, 3, 3, 3)
+    assert embedded.state_dict["34.weight"].shape == (512, 512, 3, 3)
+
+
+def test_embedded_file_hash_is_checked():
+    assert weights.embedded_path().stat().st_size == 20_063_401
+    assert weights.EMBEDDED_SHA256 == "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
+
+
+def test_local_safetensors_and_pth_load_strictly(embedded, tmp_path):
+    path = tmp_path / "vgg.safetensors"
+    save_file(embedded.state_dict, str(path))
+    loaded = load_weights(str(path))
+    assert loaded.convention == "torchvision"
+    assert torch.equal(loaded.state_dict["0.bias"], embedded.state_dict["0.bias"])
+
+    prefixed = tmp_path / "vgg.pth"
+    torch.save({f"features.{key}": value for key, value in embedded.state_dict.items()}, prefixed)
+    assert torch.equal(load_weights(str(prefixed)).state_dict["34.weight"], embedded.state_dict["34.weight"])
+
+
+def test_local_file_with_wrong_shapes_or_keys_is_refused(embedded, tmp_path):
+    broken = dict(embedded.state_dict)
+    broken["0.weight"] = torch.zeros(64, 3, 5, 5)
+    save_file(broken, str(tmp_path / "shape.safetensors"))
+    with pytest.raises(WeightsError, match="0.weight has shape"):
+        load_weights(str(tmp_path / "shape.safetensors"))
+
+    partial = {key: value for key, value in embedded.state_dict.items() if key != "34.bias"}
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(WeightsError, match="missing"):
+        load_weights(str(tmp_path / "partial.pth"))
+
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read"):
+        load_weights(str(tmp_path / "junk.pth"))
+
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights(str(tmp_path / "absent.safetensors"))
+    with pytest.raises(WeightsError, match="unknown weights"):
+        load_weights("vgg16")
+
+
+def _hub_cache(root, state_dict):
+    """A Hugging Face cache holding timm/vgg19.tv_in1k's model.safetensors, laid out as hf_hub_download leaves it."""
+    repo = root / "hub" / "models--timm--vgg19.tv_in1k"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    tensors = {f"features.{key}": value.clone() for key, value in state_dict.items()}
+    tensors["pre_logits.fc1.weight"] = torch.zeros(4, 4)  # other tensors of the checkpoint are not read
+    save_file(tensors, str(snapshot / "model.safetensors"))
+
+
+def _offline(hf_home, *command):
+    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _cli_with_imagenet_weights(hf_home, output):
+    return _offline(hf_home, "-m", "nst", str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "graf1.jpg"), "-o", str(output),
+                    "--weights", "imagenet", "--size", "64", "--steps", "2")
+
+
+def test_imagenet_weights_come_through_the_hugging_face_cache(embedded, tmp_path):
+    _hub_cache(tmp_path, embedded.state_dict)
+    result = _offline(tmp_path, "-c", "import nst.weights as w; s = w.load_weights('imagenet'); "
+                      "print(s.convention, s.state_dict['0.bias'][0].item(), len(s.state_dict))")
+    assert result.returncode == 0, result.stderr
+    convention, bias, count = result.stdout.split()
+    assert convention == "torchvision"
+    assert float(bias) == pytest.approx(embedded.state_dict["0.bias"][0].item())
+    assert int(count) == 32
+    result = _cli_with_imagenet_weights(tmp_path, tmp_path / "out.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.png").is_file()
+
+
+def test_imagenet_weights_offline_without_cache_name_the_other_sources(tmp_path):
+    result = _cli_with_imagenet_weights(tmp_path, tmp_path / "out.png")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "timm/vgg19.tv_in1k" in lines[0] and "embedded" in lines[0]
