@@ -169,9 +169,9 @@ stylize_endpoint = on_zero_gpu(run)
 
 
 def example_rows() -> list[list]:
-    pairs = [("chelsea", "starry_night", 1.0, 200, 512), ("astronaut", "hubble_deep_field", 1.3, 200, 512),
-             ("rocket", "graf1", 1.0, 200, 512), ("chelsea", "graf1", 0.7, 150, 384),
-             ("astronaut", "starry_night", 1.0, 200, 512)]
+    pairs = [("chelsea", "starry_night", 1.0, 140, 512), ("astronaut", "hubble_deep_field", 1.3, 140, 512),
+             ("rocket", "graf1", 1.0, 140, 512), ("chelsea", "graf1", 0.7, 100, 384),
+             ("astronaut", "starry_night", 1.0, 140, 512)]
     return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), w, n, px] for c, s, w, n, px in pairs]
 
 
@@ -186,8 +186,8 @@ with gr.Blocks(title="Neural Style Transfer", delete_cache=(600, 3600)) as demo:
             style_weight = log_slider("Style weight (log10)", DEFAULTS.style_weight, -2, 5, "More: more painting. 1 = weight 10.")
             content_weight = log_slider("Content weight (log10)", DEFAULTS.content_weight, -3, 3, "More: more photo. 0 = weight 1.")
             with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, value=DEFAULTS.steps, step=1, label="Iterations")
-                size = gr.Slider(64, MAX_SIZE, value=DEFAULTS.size, step=32, label="Output size (long side, px)")
+                steps = gr.Slider(1, MAX_STEPS, value=DEFAULTS.steps, step=1, label="Iterations", elem_id="steps")
+                size = gr.Slider(64, MAX_SIZE, value=DEFAULTS.size, step=32, label="Output size (long side, px)", elem_id="size")
             style_layers = gr.CheckboxGroup(list(RELU_LAYERS), value=list(DEFAULT_STYLE_LAYERS), label="Style layers",
                                             info="Low layers: colour and fine texture. High layers: larger motifs.")
             content_layer = gr.Dropdown(list(RELU_LAYERS), value=DEFAULTS.content_layer, label="Content layer")
@@ -213,9 +213,10 @@ with gr.Blocks(title="Neural Style Transfer", delete_cache=(600, 3600)) as demo:
                 stylize_button = gr.Button("Stylize", variant="primary")
                 stop_button = gr.Button("Stop", variant="stop")
         with gr.Column():
-            result = gr.Image(label="Result", type="pil", format="png", interactive=False, buttons=["download", "fullscreen"])
+            result = gr.Image(label="Result", type="pil", format="png", interactive=False, buttons=["download", "fullscreen"],
+                              elem_id="result")
             status = gr.Markdown("Ready.", elem_id="status")
-            loss_plot = gr.LinePlot(x="step", y="loss", color="term", label="Losses", height=220)
+            loss_plot = gr.LinePlot(x="step", y="loss", color="term", label="Losses", height=220, elem_id="loss-plot")
             comparison = gr.ImageSlider(label="Before / after", visible=False, type="pil", interactive=False)
     gr.Examples(example_rows(), inputs=[content_image, style_image, style_weight, steps, size], cache_examples=False,
                 label="Examples (click one, then Stylize)")

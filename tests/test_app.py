@@ -11,6 +11,7 @@ from PIL import Image
 import app
 from nst import engine
 
+from . import raw_http
 from .conftest import EXAMPLES
 
 CONTENT = str(EXAMPLES / "chelsea.jpg")
@@ -37,19 +38,16 @@ def test_blocks_expose_stylize_and_a_stop_that_cancels_it():
     assert stylize.concurrency_limit == 1
     assert stylize.preprocess is False  # the function validates raw values itself
     assert stylize.inputs[0].type == "filepath"
-    assert stop.cancels == [stylize._id]
+    cancelling = [fn for fn in app.demo.fns.values() if stylize._id in fn.cancels]
+    assert [fn.targets for fn in cancelling] == [stop.targets]  # a click on Stop cancels /stylize
     assert app.demo._queue.max_size == app.QUEUE_SIZE
     assert app.demo.delete_cache is not None
     assert app.demo.config["components"]  # the layout builds
 
 
 @pytest.fixture(scope="module")
-def client():
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, max_file_size=app.MAX_FILE_SIZE, quiet=True)
-    try:
-        yield Client(app.demo.local_url, verbose=False)
-    finally:
-        app.demo.close()
+def client(server_url):
+    return Client(server_url, verbose=False)
 
 
 @pytest.mark.server
@@ -100,9 +98,11 @@ BAD_INPUTS = [
 
 @pytest.mark.server
 @pytest.mark.parametrize("changes, message", BAD_INPUTS)
-def test_bad_input_is_refused_with_its_reason(client, changes, message):
-    with pytest.raises(AppError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        client.predict(*request(**changes), api_name="/stylize")
+def test_bad_input_is_refused_with_its_reason(server_url, changes, message):
+    files = {"content": raw_http.upload(server_url, CONTENT), "style": raw_http.upload(server_url, STYLE)}
+    event, reply = raw_http.call(server_url, "stylize", request(**{**files, **changes}))
+    assert event == "error"
+    assert message in reply["error"]
 
 
 @pytest.mark.server

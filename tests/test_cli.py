@@ -1,0 +1,65 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from .conftest import EXAMPLES, ROOT
+
+CONTENT = str(EXAMPLES / "chelsea.jpg")
+STYLE = str(EXAMPLES / "starry_night.jpg")
+
+
+def nst(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "nst", *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_writes_the_picture_and_json_frames(tmp_path):
+    output = tmp_path / "out.png"
+    result = nst(CONTENT, STYLE, "-o", output, "--size", "96", "--steps", "4", "--json", "--optimizer", "adam",
+                 "--preserve-colors", "luminance", "--style-layers", "relu1_1", "relu3_1", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(output).size == (96, 64)
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    assert frames[-1]["step"] == 4 and frames[-1]["done"] is True
+    assert set(frames[-1]["losses"]) == {"content", "style", "tv", "total"}
+    assert "4/4" in result.stderr  # the progress bar
+
+
+def test_cli_save_every_and_two_styles(tmp_path):
+    output = tmp_path / "out.jpg"
+    result = nst(CONTENT, STYLE, EXAMPLES / "graf1.jpg", "-o", output, "--size", "64", "--steps", "4", "--save-every", "2",
+                 "--style-blend", "2", "1", "--no-multiscale")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(output).format == "JPEG"
+    assert sorted(path.name for path in tmp_path.glob("out-step*.png")) == ["out-step2.png"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([CONTENT, "missing.jpg"], "style image: file not found: missing.jpg"),
+    ([CONTENT, ROOT / "pyproject.toml"], "style image is not a readable image"),
+    ([CONTENT, STYLE, "--style-layers", "relu9_9"], "unknown style layer 'relu9_9'"),
+    ([CONTENT, STYLE, "--steps", "-1"], "steps must be a whole number from 1 to 10000"),
+    ([CONTENT, STYLE, "--size", "99999"], "size must be a whole number from 32 to 2048"),
+    ([CONTENT, STYLE, "--style-weight", "nan"], "style weight must be a number"),
+    ([CONTENT, STYLE, "--content-weight", "-3"], "content weight must be a number from 0"),
+    ([CONTENT, STYLE, "--style-blend", "1", "1"], "style blend: give 1 values"),
+    ([CONTENT, STYLE, "--weights", "nowhere.safetensors"], "weights file not found"),
+    ([CONTENT, STYLE, "--size", "big"], "argument --size: invalid int value"),
+    ([CONTENT, STYLE, "--device", "cuda:7"], "device 'cuda:7' is not available"),
+])
+def test_cli_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
+    result = nst(*args, "-o", tmp_path / "out.png", "--steps" if "--steps" not in args else "--seed", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_cli_refuses_an_unknown_output_format(tmp_path):
+    result = nst(CONTENT, STYLE, "-o", tmp_path / "out.gif")
+    assert result.returncode == 2 and "output must end in" in result.stderr
