@@ -22,6 +22,9 @@ MAX_SIZE = 2048 if ON_GPU else 1024
 MAX_STEPS = 2000 if ON_GPU else 1000
 MAX_FILE_SIZE = "10mb"
 QUEUE_SIZE = 8
+JOB_SECONDS = 600 if ON_GPU else 300  # a job that runs longer stops and keeps its picture
+# Uploads and results are deleted this many seconds after they were made (checked every third of it).
+CACHE_SECONDS = int(os.environ.get("NST_CACHE_SECONDS", "1800"))
 CONCURRENCY = 1  # one optimisation at a time: two would share the same cores and both run slower
 WEIGHT_CHOICES = [("Embedded VGG19 (Caffe, offline)", "embedded"),
                   ("ImageNet VGG19 from the Hugging Face Hub (downloads ~575 MB on first use)", "imagenet")]
@@ -127,18 +130,22 @@ def run(*values):
     content, styles, settings = parse_request(*values)
     rows: list[dict] = []
     picture = None
+    frames = stylize(content, styles, replace(settings, frame_interval=0.5))
     try:
-        for frame in stylize(content, styles, replace(settings, frame_interval=0.5)):
+        for frame in frames:
             picture = frame.image
             rows += [{"step": frame.step, "loss": frame.losses[term], "term": term} for term in ("content", "style", "total")]
-            status = status_line(frame)
-            comparison = gr.skip()
+            status, done = status_line(frame), frame.done
             if frame.message:
                 gr.Warning(frame.message)
                 status = f"stopped: {frame.message}"
-            if frame.done:
-                comparison = gr.ImageSlider(value=(content.resize(picture.size), picture), visible=True)
+            elif not done and frame.elapsed > JOB_SECONDS:
+                frames.close()
+                status, done = f"stopped at the time limit of {JOB_SECONDS} s per picture: {status}", True
+            comparison = gr.ImageSlider(value=(content.resize(picture.size), picture), visible=True) if done else gr.skip()
             yield picture, pd.DataFrame(rows), status, comparison
+            if done:
+                return
     except (ImageError, SettingsError, WeightsError) as error:
         if picture is None:
             raise gr.Error(str(error), print_exception=False) from None
@@ -175,13 +182,14 @@ def example_rows() -> list[list]:
     return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), w, n, px] for c, s, w, n, px in pairs]
 
 
-with gr.Blocks(title="Neural Style Transfer", delete_cache=(600, 3600)) as demo:
+with gr.Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS // 3), CACHE_SECONDS)) as demo:
     gr.Markdown("# Neural Style Transfer\nDrop in a photo and a painting, press **Stylize**, and watch the photo "
                 "take on the painting's style step by step.")
     with gr.Row():
         with gr.Column():
             with gr.Row():
-                content_image = gr.Image(label="Content (your photo)", type="filepath", sources=["upload", "clipboard", "webcam"], height=260)
+                content_image = gr.Image(label="Content (your photo)", type="filepath", sources=["upload", "clipboard", "webcam"],
+                                         height=260)
                 style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=260)
             style_weight = log_slider("Style weight (log10)", DEFAULTS.style_weight, -2, 5, "More: more painting. 1 = weight 10.")
             content_weight = log_slider("Content weight (log10)", DEFAULTS.content_weight, -3, 3, "More: more photo. 0 = weight 1.")

@@ -195,7 +195,8 @@ def bench_size(side: int, content, style, device, peak: PeakMemory, steps: int, 
     base = Settings(size=side, device=str(device))
     for precision in precisions:
         peak.reset()
-        runs[f"ours_{precision}"] = (time_engine_steps(content, style, replace(base, multiscale=False, precision=precision), steps), peak.peak_mb())
+        single_scale = replace(base, multiscale=False, precision=precision)
+        runs[f"ours_{precision}"] = (time_engine_steps(content, style, single_scale, steps), peak.peak_mb())
     for name, (times, memory) in runs.items():
         median = statistics.median(times)
         row[name] = {"s_per_step": median, "gflops": flops / median / 1e9, "peak_mb": memory}
@@ -205,31 +206,49 @@ def bench_size(side: int, content, style, device, peak: PeakMemory, steps: int, 
     return row
 
 
-def time_to_quality(content, style, device, side: int, naive_steps: int, naive: NaiveGatys) -> dict:
+def time_to_quality(content, style, device, side: int, naive_steps: int, naive: NaiveGatys, budget: int) -> dict:
+    """The naive loop's distances after `naive_steps`; ours with the defaults; and when a longer run
+    of ours (`budget` steps, multi-scale) first gets as stylised as the naive result."""
     content_t = images.load_tensor(content, side, device)
     style_t = images.load_tensor(style, side, device)
     _sync(device)
     start = time.perf_counter()
     reference = naive.run(content_t, style_t, naive_steps)
     _sync(device)
-    naive_seconds = time.perf_counter() - start
-    reference_image = images.to_pil(reference)
+    report = {"size": side, "naive_steps": naive_steps, "naive_seconds": time.perf_counter() - start}
     settings = Settings(size=side, device=str(device))
-    naive_distance = distances(reference_image, content, style, settings)
+    report["naive_distance"] = distances(images.to_pil(reference), content, style, settings)
 
     load_model.cache_clear()
     start = time.perf_counter()
-    frames = [(frame.elapsed, frame.image) for frame in stylize(content, style, replace(settings, frame_interval=1.0))]
-    ours_seconds = time.perf_counter() - start
-    reached = None
-    for elapsed, image in frames:
-        if max(image.size) == side and distances(image, content, style, settings)["style"] <= naive_distance["style"]:
-            reached = elapsed
+    final = list(stylize(content, style, replace(settings, frame_interval=3600)))[-1]
+    report |= {"ours_steps": settings.steps, "ours_seconds_with_model_load": time.perf_counter() - start,
+               "ours_distance": distances(final.image, content, style, settings), "budget_steps": budget}
+
+    long_run = stylize(content, style, replace(settings, steps=budget, frame_interval=1.0))
+    frames = [(frame.elapsed, frame.step, frame.image) for frame in long_run if max(frame.size) == side]
+    report["budget_seconds_to_naive_quality"] = report["budget_step_reached"] = None
+    for elapsed, step, image in frames:
+        if distances(image, content, style, settings)["style"] <= report["naive_distance"]["style"]:
+            report["budget_seconds_to_naive_quality"], report["budget_step_reached"] = elapsed, step
             break
-    ours_distance = distances(frames[-1][1], content, style, settings)
-    return {"size": side, "naive_steps": naive_steps, "naive_seconds": naive_seconds, "naive_distance": naive_distance,
-            "ours_steps": settings.steps, "ours_seconds_with_model_load": ours_seconds, "ours_distance": ours_distance,
-            "ours_seconds_to_naive_quality": reached}
+    report["budget_final_distance"] = distances(frames[-1][2], content, style, settings)
+    report["budget_seconds"] = frames[-1][0]
+    return report
+
+
+def time_run(content, style, device, side: int, steps: int, precision: str) -> dict:
+    """Wall clock of one whole default run (model already loaded), and how stylised it ends."""
+    settings = Settings(size=side, steps=steps, device=str(device), precision=precision, frame_interval=3600)
+    list(stylize(content, style, replace(settings, steps=min(steps, 20))))  # warm-up: kernels, autotuning
+    results = {"size": side, "steps": steps, "precision": precision}
+    for optimizer in ("lbfgs", "adam"):
+        _sync(device)
+        start = time.perf_counter()
+        final = list(stylize(content, style, replace(settings, optimizer=optimizer)))[-1]
+        _sync(device)
+        results[optimizer] = {"seconds": time.perf_counter() - start, "distance": distances(final.image, content, style, settings)}
+    return results
 
 
 def machine(device: torch.device) -> str:
@@ -244,6 +263,10 @@ def machine(device: torch.device) -> str:
     return f"{name}, {torch.get_num_threads()} threads"
 
 
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nst.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--content", default=str(DEFAULT_CONTENT))
@@ -255,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive reference in the per-step table")
     parser.add_argument("--quality-size", type=int, default=512)
     parser.add_argument("--quality-steps", type=int, default=300, help="naive L-BFGS steps for the quality yardstick; 0 skips")
+    parser.add_argument("--quality-budget", type=int, default=300, help="steps of our longer run that looks for the naive quality")
+    parser.add_argument("--run-steps", type=int, default=0,
+                        help="also time whole runs of this many steps with the defaults at --quality-size, per precision")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout instead of the table")
     args = parser.parse_args(argv)
 
@@ -264,21 +290,24 @@ def main(argv: list[str] | None = None) -> int:
     style = images.open_image(args.style, "style image")
     peak = PeakMemory(device)
     report: dict = {"machine": machine(device), "device": device.type, "torch": torch.__version__}
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True))
     report["peak_conv_gflops"] = measure_peak_gflops(device)
     log(f"peak conv throughput: {report['peak_conv_gflops']:.0f} GFLOP/s on {report['machine']}")
     naive = NaiveGatys(device)
     report["sizes"] = []
     for side in args.sizes:
         row = bench_size(side, content, style, device, peak, args.steps, None if args.no_naive else naive, precisions)
-        for key, value in row.items():
+        for value in row.values():
             if isinstance(value, dict):
                 value["fraction_of_peak"] = value["gflops"] / report["peak_conv_gflops"]
         report["sizes"].append(row)
         log(json.dumps(row))
     if args.quality_steps:
-        report["time_to_quality"] = time_to_quality(content, style, device, args.quality_size, args.quality_steps, naive)
+        report["time_to_quality"] = time_to_quality(content, style, device, args.quality_size, args.quality_steps, naive,
+                                                    args.quality_budget)
         log(json.dumps(report["time_to_quality"]))
+    if args.run_steps:
+        report["runs"] = [time_run(content, style, device, args.quality_size, args.run_steps, precision) for precision in precisions]
+        log(json.dumps(report["runs"]))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -298,16 +327,22 @@ def format_table(report: dict) -> str:
             ratio = row.get(f"naive_over_{name}")
             lines.append(f"| {row['pixels']} | {name} | {value['s_per_step']:.3f} | {f'{ratio:.2f}x' if ratio else '-'} | "
                          f"{value['gflops']:.0f} | {value['fraction_of_peak']:.0%} | {value['peak_mb']:.0f} |")
+    def dist(d):
+        return f"style {d['style']:.4f}, content {d['content']:.3f}"
+
     quality = report.get("time_to_quality")
     if quality:
-        reached = quality["ours_seconds_to_naive_quality"]
-        lines += ["", f"Time to quality at {quality['size']} px (style distance, lower is more stylised; content distance):",
-                  f"- naive L-BFGS, {quality['naive_steps']} steps: {quality['naive_seconds']:.1f} s, "
-                  f"style {quality['naive_distance']['style']:.3f}, content {quality['naive_distance']['content']:.3f}",
-                  f"- ours, defaults ({quality['ours_steps']} steps, multi-scale), model load included: "
-                  f"{quality['ours_seconds_with_model_load']:.1f} s, style {quality['ours_distance']['style']:.3f}, "
-                  f"content {quality['ours_distance']['content']:.3f}",
-                  f"- ours reached the naive result's style distance after: {f'{reached:.1f} s' if reached else 'not reached'}"]
+        reached = quality["budget_seconds_to_naive_quality"]
+        lines += ["", f"Time to quality at {quality['size']} px (distances by the same network; lower style = more stylised):",
+                  f"- naive L-BFGS, {quality['naive_steps']} steps: {quality['naive_seconds']:.1f} s, {dist(quality['naive_distance'])}",
+                  f"- ours, defaults ({quality['ours_steps']} steps, coarse to fine), model load included: "
+                  f"{quality['ours_seconds_with_model_load']:.1f} s, {dist(quality['ours_distance'])}",
+                  f"- ours, {quality['budget_steps']} steps coarse to fine: naive style distance reached "
+                  + (f"at step {quality['budget_step_reached']}, {reached:.1f} s" if reached else "not reached")
+                  + f"; at the end ({quality['budget_seconds']:.1f} s) {dist(quality['budget_final_distance'])}"]
+    for run in report.get("runs", []):
+        lines.append(f"- whole run, {run['steps']} steps at {run['size']} px, {run['precision']}: " + "; ".join(
+            f"{name} {run[name]['seconds']:.1f} s ({dist(run[name]['distance'])})" for name in ("lbfgs", "adam")))
     return "\n".join(lines)
 
 

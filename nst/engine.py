@@ -265,12 +265,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         optimizer = _optimizer(settings.optimizer, image)
         last_good = image.detach().clone()
         values: dict[str, Tensor] = {}
-
-        def closure() -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            values.update(objective(image))
-            values["total"].backward()
-            return values["total"]
+        closure = _closure(optimizer, objective, image, values)
 
         for _ in range(scale_steps):
             optimizer.step(closure)
@@ -352,6 +347,18 @@ def distances(image: Image.Image, content: Image.Image, styles: Image.Image | Se
     with torch.inference_mode():
         terms = objective(generated)
     return {"content": float(terms["content"]), "style": float(terms["style"])}
+
+
+def _closure(optimizer: torch.optim.Optimizer, objective: _Objective, image: Tensor, values: dict[str, Tensor]):
+    """One evaluation: the loss terms into `values`, gradients into `image.grad`; returns the total."""
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        values.update(objective(image))
+        values["total"].backward()
+        return values["total"]
+
+    return closure
 
 
 def warm_up(settings: Settings = Settings()) -> None:

@@ -40,7 +40,8 @@ def open_image(source: str | os.PathLike | bytes | Image.Image, what: str = "ima
                 raise ImageError(f"{what}: file not found: {path}")
             image = Image.open(path)
         if image.width * image.height > MAX_INPUT_PIXELS:
-            raise ImageError(f"{what} is too large: {image.width}x{image.height} px, the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels")
+            raise ImageError(f"{what} is too large: {image.width}x{image.height} px, "
+                             f"the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels")
         image.seek(0)
         image.load()
         image = ImageOps.exif_transpose(image)

@@ -86,7 +86,8 @@ def _read_embedded() -> dict[str, Tensor]:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != EMBEDDED_SHA256:
-        raise WeightsError(f"the embedded VGG19 weights file {path} is damaged (sha256 {digest[:12]}..., expected {EMBEDDED_SHA256[:12]}...)")
+        raise WeightsError(f"the embedded VGG19 weights file {path} is damaged "
+                           f"(sha256 {digest[:12]}..., expected {EMBEDDED_SHA256[:12]}...)")
     quantised = torch.load(io.BytesIO(data), weights_only=True)
     state = {}
     for index, name in zip(CONV_INDICES, CAFFE_LAYER_NAMES, strict=True):

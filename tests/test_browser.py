@@ -76,3 +76,19 @@ def test_stylize_streams_pictures_and_a_growing_loss_plot_then_stop_stops(page):
     time.sleep(2.0)
     assert engine.steps_taken == stopped_at
     page.screenshot(path=SCREENSHOTS / "5-stopped.png", full_page=True)
+
+
+def test_closing_the_tab_stops_the_work(page):
+    tab = page.context.new_page()
+    tab.goto(page.url)
+    tab.locator("tbody tr").first.click()
+    expect(tab.locator("img[src*=chelsea]").first).to_be_visible(timeout=10_000)
+    _set_slider(tab, "size", 128)
+    _set_slider(tab, "steps", 1000)
+    tab.get_by_role("button", name="Stylize").click()
+    expect(tab.locator("#status")).to_contain_text("step", timeout=30_000)
+    tab.close()
+    time.sleep(2.5)  # the server notices the closed page, then one step finishes
+    stopped_at = engine.steps_taken
+    time.sleep(2.0)
+    assert engine.steps_taken == stopped_at

@@ -13,8 +13,8 @@ from nst.weights import load_weights
 FAST = Settings(size=64, steps=6, frame_interval=0.0)
 
 
-def _objective(content_tensor, style_tensor, settings=Settings()):
-    settings = settings.validated()
+def _objective(content_tensor, style_tensor):
+    settings = Settings().validated()
     no_autocast = torch.autocast("cpu", enabled=False)
     return _Objective(load_model(), content_tensor, [style_tensor], settings, no_autocast)
 

@@ -1,0 +1,44 @@
+"""Checks that need a CUDA device; they run on a GPU machine and are skipped elsewhere."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from nst import Settings, engine, stylize
+from nst.engine import distances, resolve_device, resolve_precision
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_auto_picks_cuda_and_bf16():
+    device = resolve_device("auto")
+    assert device.type == "cuda"
+    assert resolve_precision("auto", device) == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+
+
+def test_bf16_result_matches_fp32(content, style):
+    settings = Settings(size=512, steps=140, device="cuda", frame_interval=3600)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        final = list(stylize(content, style, replace(settings, precision=precision)))[-1]
+        assert final.precision == precision and not final.message
+        results[precision] = distances(final.image, content, style, replace(settings, precision="fp32"))
+    print(results)
+    for term in ("style", "content"):
+        assert results["bf16"][term] == pytest.approx(results["fp32"][term], rel=0.05)
+
+
+def test_same_seed_same_image_on_cuda(content, style):
+    settings = Settings(size=256, steps=20, device="cuda", init="noise", frame_interval=3600)
+    first = list(stylize(content, style, settings))[-1].image
+    again = list(stylize(content, style, settings))[-1].image
+    assert first.tobytes() == again.tobytes()
+
+
+def test_closing_stops_work_on_cuda(content, style):
+    run = stylize(content, style, Settings(size=256, steps=500, device="cuda", frame_interval=0))
+    next(run)
+    before = engine.steps_taken
+    run.close()
+    assert engine.steps_taken == before

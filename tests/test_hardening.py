@@ -1,0 +1,225 @@
+"""Hostile input, crowds, cancellations and exposure, against a live server over raw HTTP."""
+
+import io
+import os
+import struct
+import time
+import zlib
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from nst import engine, images
+
+from . import raw_http
+from .conftest import EXAMPLES, ROOT
+from .load_test import job_arguments, run_load
+
+pytestmark = pytest.mark.server
+STYLE = EXAMPLES / "starry_night.jpg"
+
+
+def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid PNG header claiming width x height pixels, a few hundred bytes long."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
+
+
+def encoded(image: Image.Image, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def exif_rotated_jpeg() -> bytes:
+    """A landscape 96x64 JPEG whose EXIF says: show me rotated 90 degrees (a portrait)."""
+    image = Image.new("RGB", (96, 64), "navy")
+    exif = image.getexif()
+    exif[0x0112] = 6
+    return encoded(image, "JPEG", exif=exif)
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("P", (64, 64), 1), Image.new("P", (64, 64), 2)]
+    return encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+def sixteen_bit_png() -> bytes:
+    image = Image.new("I;16", (64, 48))
+    image.putdata([value * 20 for value in range(64 * 48)])
+    return encoded(image, "PNG")
+
+
+def palette_png() -> bytes:
+    return encoded(Image.new("RGB", (64, 64), "orange").convert("P", palette=Image.Palette.ADAPTIVE), "PNG")
+
+
+WORKING = {
+    "tiny-1x1.png": (encoded(Image.new("RGB", (1, 1), "red"), "PNG"), (64, 64)),
+    "tiny-8x8.png": (encoded(Image.new("RGB", (8, 8), "red"), "PNG"), (64, 64)),
+    "grey.png": (encoded(Image.new("L", (96, 64), 128), "PNG"), (64, 43)),
+    "transparent.png": (encoded(Image.new("RGBA", (96, 64), (255, 0, 0, 0)), "PNG"), (64, 43)),
+    "palette.png": (palette_png(), (64, 64)),
+    "cmyk.jpg": (encoded(Image.new("CMYK", (96, 64), (0, 255, 255, 0)), "JPEG"), (64, 43)),
+    "sixteen-bit.png": (sixteen_bit_png(), (64, 48)),
+    "animated.gif": (animated_gif(), (64, 64)),
+    "rotated.jpg": (exif_rotated_jpeg(), (43, 64)),
+}
+
+REFUSED = {
+    "corrupt.png": (b"\x89PNG\r\n\x1a\n" + os.urandom(200), "not a readable image"),
+    "empty.png": (b"", "not a readable image"),
+    "notes.png": (b"just some text, not a picture\n" * 10, "not a readable image"),
+    "paper.png": (b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n", "not a readable image"),
+    "bomb.png": (png_bomb(), "too large"),
+    "wide.png": (encoded(Image.new("RGB", (4000, 10), "red"), "PNG"), "aspect ratio"),
+}
+
+
+def _upload_bytes(url: str, name: str, data: bytes, tmp_path) -> dict:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return raw_http.upload(url, path)
+
+
+def _no_internals(message: str) -> None:
+    assert "Traceback" not in message and str(ROOT) not in message and "/tmp/" not in message, message
+
+
+@pytest.mark.parametrize("name", sorted(WORKING))
+def test_odd_but_valid_images_work(server_url, tmp_path, name):
+    data, expected_size = WORKING[name]
+    content = _upload_bytes(server_url, name, data, tmp_path)
+    style = raw_http.upload(server_url, STYLE)
+    event, outputs = raw_http.call(server_url, "stylize", job_arguments(content, style, size=64, steps=2))
+    assert event == "complete", outputs
+    picture = Image.open(io.BytesIO(httpx.get(outputs[0]["url"]).content))
+    assert picture.size == expected_size
+    assert picture.mode == "RGB"
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_broken_images_are_refused_with_a_reason(server_url, tmp_path, name):
+    data, message = REFUSED[name]
+    content = _upload_bytes(server_url, name, data, tmp_path)
+    style = raw_http.upload(server_url, STYLE)
+    event, reply = raw_http.call(server_url, "stylize", job_arguments(content, style, size=64, steps=2))
+    assert event == "error"
+    assert message in reply["error"]
+    _no_internals(reply["error"])
+
+
+def test_image_decoding_is_normalised():
+    transparent = images.open_image(encoded(Image.new("RGBA", (4, 4), (255, 0, 0, 0)), "PNG"))
+    assert transparent.getpixel((0, 0)) == (255, 255, 255)  # flattened on white
+    half = images.open_image(encoded(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), "PNG"))
+    assert 125 <= half.getpixel((0, 0))[0] <= 130
+    assert images.open_image(exif_rotated_jpeg()).size == (64, 96)
+    assert images.open_image(sixteen_bit_png()).getpixel((63, 47))[0] == round((64 * 48 - 1) * 20 * 255 / 65535)
+    gif = Image.open(io.BytesIO(animated_gif()))
+    gif.seek(0)
+    assert images.open_image(animated_gif()).getpixel((0, 0)) == gif.convert("RGB").getpixel((0, 0))
+    cmyk = images.open_image(encoded(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"))
+    red, green, blue = cmyk.getpixel((4, 4))
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_uploads_are_capped_in_bytes(server_url):
+    response = httpx.post(f"{server_url}/gradio_api/upload", files={"files": ("big.png", os.urandom(11 * 2**20))}, timeout=60)
+    assert response.status_code == 413
+
+
+def test_no_server_file_is_reachable(server_url):
+    for path in ("/etc/passwd", str(ROOT / "app.py"), str(ROOT / "nst" / "engine.py")):
+        response = httpx.get(f"{server_url}/gradio_api/file={path}")
+        assert response.status_code in (403, 404), path
+        assert "root:" not in response.text
+    style = raw_http.upload(server_url, STYLE)
+    for content in ({"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
+                    {"path": str(ROOT / "examples" / "chelsea.jpg"), "meta": {"_type": "gradio.FileData"}},
+                    {"path": None, "url": f"{server_url}/gradio_api/info", "meta": {"_type": "gradio.FileData"}},
+                    {"path": None, "url": "http://127.0.0.1:9/secret.png", "meta": {"_type": "gradio.FileData"}}):
+        event, reply = raw_http.call(server_url, "stylize", job_arguments(content, style, size=64, steps=2))
+        assert event == "error", content
+        assert "root:" not in str(reply)
+
+
+def test_bad_numbers_never_show_internals(server_url):
+    content = raw_http.upload(server_url, EXAMPLES / "chelsea.jpg")
+    style = raw_http.upload(server_url, STYLE)
+    arguments = job_arguments(content, style, size=64, steps=2)
+    for index, value in [(2, float("nan")), (3, float("-inf")), (4, "ten"), (5, [512]), (6, "relu1_1"), (6, [None]),
+                         (11, "yes"), (15, -1), (15, 2**40), (18, {"a": 1})]:
+        bad = list(arguments)
+        bad[index] = value
+        event, reply = raw_http.call(server_url, "stylize", bad)
+        assert event == "error", (index, value)
+        _no_internals(reply["error"])
+        assert "must" in reply["error"] or "unknown" in reply["error"], reply
+
+
+def test_a_crowd_is_served_or_refused_and_memory_comes_back(server_url):
+    import psutil
+
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    report = run_load(server_url, clients=12, size=64, steps=3, timeout=180, pid=os.getpid())
+    assert report["done"] + report["refused"] == 12
+    assert report["done"] >= 1
+    for message in report["refusal_messages"]:
+        assert "Queue is full" in message
+    assert report["peak_rss_mb"] < 6000
+    time.sleep(1)
+    assert process.memory_info().rss - baseline < 400 * 2**20
+    event, _ = raw_http.call(server_url, "stylize", job_arguments(raw_http.upload(server_url, EXAMPLES / "chelsea.jpg"),
+                                                                 raw_http.upload(server_url, STYLE), size=64, steps=2))
+    assert event == "complete"
+    print(report)
+
+
+def _steps_stop_advancing(within: float = 2.5) -> bool:
+    time.sleep(within)
+    stopped_at = engine.steps_taken
+    time.sleep(1.5)
+    return engine.steps_taken == stopped_at
+
+
+def test_a_dropped_connection_frees_the_worker(server_url):
+    content = raw_http.upload(server_url, EXAMPLES / "chelsea.jpg")
+    style = raw_http.upload(server_url, STYLE)
+    import json
+
+    response = httpx.post(f"{server_url}/gradio_api/call/stylize", json={"data": job_arguments(content, style, size=128, steps=1000)})
+    event_id = response.json()["event_id"]
+    before = engine.steps_taken
+    with httpx.stream("GET", f"{server_url}/gradio_api/call/stylize/{event_id}", timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:") and engine.steps_taken > before + 3:
+                json.loads(line.split(":", 1)[1] or "null")
+                break
+    assert _steps_stop_advancing()
+
+
+def test_cancelling_running_and_waiting_jobs_frees_the_worker(server_url):
+    client = Client(server_url, verbose=False)
+    arguments = [handle_file(str(EXAMPLES / "chelsea.jpg")), handle_file(str(STYLE)), 0.0, 1.0, 1000, 128,
+                 ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], "relu4_2", "lbfgs", "content", "none", True, 0.0,
+                 1.0, "max", 0, "embedded", None, 0.5]
+    running = client.submit(*arguments, api_name="/stylize")
+    deadline = time.time() + 60
+    while not running.outputs() and time.time() < deadline:
+        time.sleep(0.1)
+    waiting = client.submit(*arguments, api_name="/stylize")
+    time.sleep(1.0)
+    waiting.cancel()
+    running.cancel()
+    assert _steps_stop_advancing()
+    started = time.perf_counter()
+    quick = arguments[:4] + [2, 64] + arguments[6:]
+    picture, _, status, _ = client.predict(*quick, api_name="/stylize")
+    assert "done" in status
+    assert time.perf_counter() - started < 15  # the cancelled waiting job did not run first
