@@ -10,7 +10,7 @@ from pathlib import Path
 
 # nst first: importing it caps Pillow's pixel limit before Gradio decodes any upload.
 from nst import ImageError, Settings, SettingsError, WeightsError, open_image, stylize
-from nst.engine import COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, resolve_device, warm_up
+from nst.engine import COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, limit_heap_growth, resolve_device, warm_up
 from nst.vgg import POOLINGS, RELU_LAYERS
 
 import gradio as gr
@@ -49,6 +49,7 @@ HOW_IT_WORKS = """
 It works coarse to fine: most steps run on a small version of the picture (fast), then on the full size.
 """
 
+limit_heap_growth()
 warm_up(DEFAULTS)
 
 

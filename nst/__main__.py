@@ -8,7 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .engine import COLOR_MODES, INITS, OPTIMIZERS, PRECISIONS, Settings, SettingsError, stylize
+from .engine import COLOR_MODES, INITS, OPTIMIZERS, PRECISIONS, Settings, SettingsError, limit_heap_growth, stylize
 from .images import ImageError, open_image
 from .vgg import POOLINGS, RELU_LAYERS
 from .weights import WeightsError
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         init=args.init, preserve_colors=args.preserve_colors, multiscale=args.multiscale, pooling=args.pooling,
         seed=args.seed, device=args.device, precision=args.precision, weights=args.weights,
         frame_interval=0.0 if args.save_every else DEFAULTS["frame_interval"])
+    limit_heap_growth()
     try:
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]

@@ -11,6 +11,11 @@ import torch
 from torch import Tensor
 
 
+def _at_least_fp32(tensor: Tensor) -> Tensor:
+    """bf16 and fp16 go up to float32 for sums; float64 stays."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def as_matrix(features: Tensor) -> Tensor:
     """(1, N, H, W) activations as an (N, M) matrix, M = H * W, in float32.
 
@@ -18,19 +23,38 @@ def as_matrix(features: Tensor) -> Tensor:
     """
     _, channels, height, width = features.shape
     if channels > 1 and features.is_contiguous(memory_format=torch.channels_last):
-        return features.permute(0, 2, 3, 1).reshape(height * width, channels).T.float()
-    return features.reshape(channels, height * width).float()
+        return _at_least_fp32(features.permute(0, 2, 3, 1).reshape(height * width, channels).T)
+    return _at_least_fp32(features.reshape(channels, height * width))
 
 
 def content_loss(generated: Tensor, target: Tensor) -> Tensor:
     """1/2 * sum (F - P)^2 over filters and positions."""
-    return 0.5 * (generated.float() - target.float()).pow(2).sum()
+    return 0.5 * (_at_least_fp32(generated) - _at_least_fp32(target)).pow(2).sum()
 
 
 def gram(features: Tensor) -> Tensor:
     """G = F F^T: inner products between the feature maps of an (N, M) matrix."""
-    features = features.float()
-    return features @ features.T
+    return _Gram.apply(_at_least_fp32(features))
+
+
+class _Gram(torch.autograd.Function):
+    """F F^T with a backward that allocates one (N, M) gradient, laid out like F.
+
+    Autograd's own backward of a matrix product makes two (N, M) products and their sum; at relu1_1
+    of a 1024 px picture each is 180 MB, which decided the peak memory of a whole step.
+    """
+
+    @staticmethod
+    def forward(ctx, features: Tensor) -> Tensor:
+        ctx.save_for_backward(features)
+        return features @ features.T
+
+    @staticmethod
+    def backward(ctx, grad_gram: Tensor) -> Tensor:
+        (features,) = ctx.saved_tensors
+        symmetric = grad_gram + grad_gram.T
+        # (F^T S)^T has F's memory layout (a transposed view when F is one), so nothing is copied later.
+        return (features.T @ symmetric).T
 
 
 def style_layer_loss(generated_gram: Tensor, target_gram: Tensor, filters: int, positions: int) -> Tensor:
@@ -45,7 +69,7 @@ def style_loss(layer_losses: list[Tensor], layer_weights: list[float]) -> Tensor
 
 def total_variation(image: Tensor) -> Tensor:
     """Mean squared difference between neighbouring pixels (per pixel, so independent of size)."""
-    image = image.float()
+    image = _at_least_fp32(image)
     dx = (image[..., :, 1:] - image[..., :, :-1]).pow(2).sum()
     dy = (image[..., 1:, :] - image[..., :-1, :]).pow(2).sum()
     return (dx + dy) / image[0, 0].numel()

@@ -22,7 +22,7 @@ def page(server_url):
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
         page.goto(server_url)
         yield page
         browser.close()

@@ -119,7 +119,8 @@ def test_image_decoding_is_normalised():
     half = images.open_image(encoded(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), "PNG"))
     assert 125 <= half.getpixel((0, 0))[0] <= 130
     assert images.open_image(exif_rotated_jpeg()).size == (64, 96)
-    assert images.open_image(sixteen_bit_png()).getpixel((63, 47))[0] == round((64 * 48 - 1) * 20 * 255 / 65535)
+    brightest = images.open_image(sixteen_bit_png()).getpixel((63, 47))[0]
+    assert abs(brightest - (64 * 48 - 1) * 20 * 255 / 65535) <= 1  # 16 bits scaled to 8, not clipped
     gif = Image.open(io.BytesIO(animated_gif()))
     gif.seek(0)
     assert images.open_image(animated_gif()).getpixel((0, 0)) == gif.convert("RGB").getpixel((0, 0))

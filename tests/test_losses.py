@@ -44,3 +44,15 @@ def test_as_matrix_reads_filters_by_positions_in_any_memory_layout():
     expected = activations.reshape(2, 12)
     assert torch.equal(losses.as_matrix(activations), expected)
     assert torch.equal(losses.as_matrix(activations.contiguous(memory_format=torch.channels_last)), expected)
+
+
+def test_gram_gradient_matches_autograd_in_both_layouts():
+    features = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(losses.gram, (features,))
+    activations = torch.randn(1, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weights = torch.randn(3, 3, dtype=torch.float64)
+    (losses.gram(losses.as_matrix(activations).double()) * weights).sum().backward()
+    reference = activations.detach().clone().requires_grad_(True)
+    matrix = reference.reshape(3, 20)
+    ((matrix @ matrix.T) * weights).sum().backward()
+    assert torch.allclose(activations.grad, reference.grad)
