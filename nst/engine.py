@@ -182,12 +182,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def scale_schedule(size: int, steps: int, multiscale: bool) -> list[tuple[int, int]]:
     """[(long side, steps)] coarse to fine, ending at `size`; the steps add up to `steps`.
 
-    Each scale doubles the previous one, starting at no less than MIN_SCALE_SIDE. Coarse scales cost
-    a quarter as much per step as the next, so they take the larger share of the steps.
+    The sides grow geometrically from MIN_SCALE_SIDE, by at most 2x a scale (128, 256, 512 for 512;
+    128, 222, 384 for 384). Coarse scales cost a fraction as much per step as the next, so they take
+    the larger share of the steps.
     """
-    sides = [size]
-    while multiscale and sides[0] // 2 >= MIN_SCALE_SIDE:
-        sides.insert(0, sides[0] // 2)
+    count = math.ceil(math.log2(size / MIN_SCALE_SIDE)) + 1 if multiscale and size > MIN_SCALE_SIDE else 1
+    sides = [round(size * (MIN_SCALE_SIDE / size) ** ((count - 1 - i) / (count - 1))) for i in range(count - 1)] + [size]
     sides = sides[-steps:]
     shares = [SCALE_SHARE_RATIO**i for i in range(len(sides) - 1, -1, -1)]
     counts = [int(steps * share / sum(shares)) for share in shares]

@@ -111,6 +111,8 @@ def test_multiscale_goes_coarse_to_fine_and_ends_at_the_requested_size(content, 
     assert scale_schedule(512, 100, True) == [(128, 57), (256, 28), (512, 15)]
     assert scale_schedule(512, 100, False) == [(512, 100)]
     assert scale_schedule(512, 2, True) == [(256, 1), (512, 1)]
+    assert [side for side, _ in scale_schedule(384, 100, True)] == [128, 222, 384]
+    assert scale_schedule(128, 100, True) == [(128, 100)]
     assert sum(steps for _, steps in scale_schedule(1024, 301, True)) == 301
     frames = list(stylize(content, style, replace(FAST, size=256, steps=8)))
     sides = [max(frame.size) for frame in frames]
