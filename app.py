@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 from dataclasses import replace
@@ -10,7 +11,7 @@ from pathlib import Path
 
 # nst first: importing it caps Pillow's pixel limit before Gradio decodes any upload.
 from nst import ImageError, Settings, SettingsError, WeightsError, open_image, stylize
-from nst.engine import COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, limit_heap_growth, resolve_device, warm_up
+from nst.engine import COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, resolve_device, warm_up
 from nst.vgg import POOLINGS, RELU_LAYERS
 
 import gradio as gr
@@ -49,7 +50,6 @@ HOW_IT_WORKS = """
 It works coarse to fine: most steps run on a small version of the picture (fast), then on the full size.
 """
 
-limit_heap_growth()
 warm_up(DEFAULTS)
 
 
@@ -148,10 +148,16 @@ def run(*values):
             if done:
                 return
     except (ImageError, SettingsError, WeightsError) as error:
-        if picture is None:
-            raise gr.Error(str(error), print_exception=False) from None
-        gr.Warning(str(error))  # keep the last good picture on screen instead of an error badge
-        yield picture, pd.DataFrame(rows), f"stopped: {error}", gr.skip()
+        message = str(error)
+    except Exception as error:  # out of memory and the like: say what, log where, keep serving
+        logging.exception("stylize failed")
+        message = f"the run failed ({type(error).__name__}); try a smaller size or fewer style layers"
+    else:
+        return
+    if picture is None:
+        raise gr.Error(message, print_exception=False)
+    gr.Warning(message)  # keep the last good picture on screen instead of an error badge
+    yield picture, pd.DataFrame(rows), f"stopped: {message}", gr.skip()
 
 
 def estimate_gpu_seconds(*values) -> int:

@@ -14,6 +14,10 @@ from .vgg import POOLINGS, RELU_LAYERS
 from .weights import WeightsError
 
 DEFAULTS = {field.name: field.default for field in fields(Settings)}
+# Above this long side the CLI serves large allocations from fresh pages: measured on a default
+# 1024 px run, the peak fell from 2.92 to 2.49 GB at no cost in time; at 512 px the page faults
+# cost a quarter of the run time, for a peak of 1.4 GB that needs no help.
+LARGE_PICTURE = 768
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         init=args.init, preserve_colors=args.preserve_colors, multiscale=args.multiscale, pooling=args.pooling,
         seed=args.seed, device=args.device, precision=args.precision, weights=args.weights,
         frame_interval=0.0 if args.save_every else DEFAULTS["frame_interval"])
-    limit_heap_growth()
+    if settings.size > LARGE_PICTURE:
+        limit_heap_growth()
     try:
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]

@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from . import images, losses
-from .engine import (DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, distances, limit_heap_growth, resolve_device,
-                     resolve_precision, stylize)
+from .engine import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, distances, resolve_device, resolve_precision, stylize
 from .vgg import LAYER_INDEX, LAYER_NAMES, load_model
 from .weights import load_weights
 
@@ -285,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout instead of the table")
     args = parser.parse_args(argv)
 
-    limit_heap_growth()
     device = resolve_device(args.device)
     precisions = args.precisions or sorted({"fp32", resolve_precision("auto", device)})
     content = images.open_image(args.content, "content image")

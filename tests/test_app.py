@@ -114,3 +114,12 @@ def test_a_good_request_still_succeeds_after_bad_ones(client, tmp_path):
     picture, _, status, _ = client.predict(*request(steps=3, size=64), api_name="/stylize")
     assert Image.open(picture).size == (64, 43)
     assert "done" in status
+
+
+@pytest.mark.server
+def test_a_run_past_the_time_limit_stops_and_keeps_its_picture(client, monkeypatch):
+    monkeypatch.setattr(app, "JOB_SECONDS", 1.0)
+    picture, _, status, comparison = client.predict(*request(steps=1000, size=96), api_name="/stylize")
+    assert "stopped at the time limit of 1.0 s" in status
+    assert max(Image.open(picture).size) == 96
+    assert comparison is not None

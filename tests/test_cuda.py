@@ -18,7 +18,9 @@ def test_auto_picks_cuda_and_bf16():
 
 
 def test_bf16_result_matches_fp32(content, style):
-    settings = Settings(size=512, steps=140, device="cuda", frame_interval=3600)
+    # Compared where both have converged: L-BFGS amplifies rounding differences along the way (at
+    # 140 steps the two style distances were seen 2% and 6% apart), not in where it ends.
+    settings = Settings(size=512, steps=500, device="cuda", frame_interval=3600)
     results = {}
     for precision in ("fp32", "bf16"):
         final = list(stylize(content, style, replace(settings, precision=precision)))[-1]

