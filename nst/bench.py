@@ -337,8 +337,8 @@ def format_table(report: dict) -> str:
                   f"- naive L-BFGS, {quality['naive_steps']} steps: {quality['naive_seconds']:.1f} s, {dist(quality['naive_distance'])}",
                   f"- ours, defaults ({quality['ours_steps']} steps, coarse to fine), model load included: "
                   f"{quality['ours_seconds_with_model_load']:.1f} s, {dist(quality['ours_distance'])}",
-                  f"- ours, {quality['budget_steps']} steps coarse to fine: naive style distance reached "
-                  + (f"at step {quality['budget_step_reached']}, {reached:.1f} s" if reached else "not reached")
+                  f"- ours, {quality['budget_steps']} steps coarse to fine: the naive style distance "
+                  + (f"reached at step {quality['budget_step_reached']}, {reached:.1f} s" if reached else "not reached")
                   + f"; at the end ({quality['budget_seconds']:.1f} s) {dist(quality['budget_final_distance'])}"]
     for run in report.get("runs", []):
         lines.append(f"- whole run, {run['steps']} steps at {run['size']} px, {run['precision']}: " + "; ".join(
