@@ -11,7 +11,7 @@ from pathlib import Path
 
 # nst first: importing it caps Pillow's pixel limit before Gradio decodes any upload.
 from nst import ImageError, Settings, SettingsError, WeightsError, open_image, stylize
-from nst.engine import COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, resolve_device, warm_up
+from nst.engine import COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, check_number, resolve_device, warm_up
 from nst.vgg import POOLINGS, RELU_LAYERS
 
 import gradio as gr
@@ -58,15 +58,14 @@ def log_slider(label: str, default: float, low: int, high: int, info: str) -> gr
 
 
 def _number(name: str, value, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise gr.Error(f"{name} must be a number from {low:g} to {high:g}, not {value!r}", print_exception=False)
+    check_number(name, value, low, high)
     return float(value)
 
 
 def _whole(name: str, value, low: int, high: int) -> int:
     number = _number(name, value, low, high)
     if number != int(number):
-        raise gr.Error(f"{name} must be a whole number from {low} to {high}, not {value!r}", print_exception=False)
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
     return int(number)
 
 
@@ -89,13 +88,10 @@ def parse_request(content, style, content_weight_log, style_weight_log, steps, s
         raise gr.Error("Add a style image (the painting to borrow from).", print_exception=False)
     if not isinstance(style_layers, list) or not all(isinstance(layer, str) for layer in style_layers):
         raise gr.Error(f"style layers must be a list chosen from {', '.join(RELU_LAYERS)}", print_exception=False)
-    for name, value, choices in [("content layer", content_layer, RELU_LAYERS), ("optimizer", optimizer, OPTIMIZERS),
-                                 ("init", init, INITS), ("preserve colors", preserve_colors, COLOR_MODES),
-                                 ("pooling", pooling, POOLINGS), ("weights", weights, [v for _, v in WEIGHT_CHOICES])]:
+    # Settings checks the other choices; these two the app narrows: ReLU layers only, no local files.
+    for name, value, choices in [("content layer", content_layer, RELU_LAYERS), ("weights", weights, [v for _, v in WEIGHT_CHOICES])]:
         if value not in choices:
             raise gr.Error(f"unknown {name} {value!r}; choose one of {', '.join(choices)}", print_exception=False)
-    if not isinstance(multiscale, bool):
-        raise gr.Error("multiscale must be true or false", print_exception=False)
     try:
         settings = Settings(
             content_weight=10 ** _number("content weight (log10)", content_weight_log, -3, 3),

@@ -87,9 +87,9 @@ class Settings:
         _check_int("size", self.size, images.MIN_SIDE, MAX_SIZE)
         _check_int("seed", self.seed, 0, 2**63 - 1)
         for name in ("content_weight", "style_weight", "tv_weight"):
-            _check_number(name.replace("_", " "), getattr(self, name), 0, MAX_WEIGHT)
-        _check_number("style scale", self.style_scale, 0.1, 4.0)
-        _check_number("frame interval", self.frame_interval, 0, 3600)
+            check_number(name.replace("_", " "), getattr(self, name), 0, MAX_WEIGHT)
+        check_number("style scale", self.style_scale, 0.1, 4.0)
+        check_number("frame interval", self.frame_interval, 0, 3600)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("init", self.init, INITS)
         _check_choice("preserve colors", self.preserve_colors, COLOR_MODES)
@@ -118,7 +118,8 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise SettingsError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
 
 
-def _check_number(name: str, value: object, low: float, high: float) -> None:
+def check_number(name: str, value: object, low: float, high: float) -> None:
+    """SettingsError unless `value` is a finite int or float in [low, high] (bools are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
         raise SettingsError(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
 
@@ -135,7 +136,7 @@ def _check_weights(name: str, weights: Sequence[float] | None, expected: int) ->
     if len(weights) != expected:
         raise SettingsError(f"{name}: give {expected} values, one for each, not {len(weights)}")
     for value in weights:
-        _check_number(name, value, 0, MAX_WEIGHT)
+        check_number(name, value, 0, MAX_WEIGHT)
     total = sum(weights)
     if total <= 0:
         raise SettingsError(f"{name} must not all be zero")

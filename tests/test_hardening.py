@@ -80,10 +80,12 @@ REFUSED = {
 }
 
 
-def _upload_bytes(url: str, name: str, data: bytes, tmp_path) -> dict:
+def _stylize_upload(url: str, name: str, data: bytes, tmp_path) -> tuple[str, object]:
+    """Upload `data` as the content image and ask for a tiny picture of it."""
     path = tmp_path / name
     path.write_bytes(data)
-    return raw_http.upload(url, path)
+    content, style = raw_http.upload(url, path), raw_http.upload(url, STYLE)
+    return raw_http.call(url, "stylize", job_arguments(content, style, size=64, steps=2))
 
 
 def _no_internals(message: str) -> None:
@@ -93,9 +95,7 @@ def _no_internals(message: str) -> None:
 @pytest.mark.parametrize("name", sorted(WORKING))
 def test_odd_but_valid_images_work(server_url, tmp_path, name):
     data, expected_size = WORKING[name]
-    content = _upload_bytes(server_url, name, data, tmp_path)
-    style = raw_http.upload(server_url, STYLE)
-    event, outputs = raw_http.call(server_url, "stylize", job_arguments(content, style, size=64, steps=2))
+    event, outputs = _stylize_upload(server_url, name, data, tmp_path)
     assert event == "complete", outputs
     picture = Image.open(io.BytesIO(httpx.get(outputs[0]["url"]).content))
     assert picture.size == expected_size
@@ -105,9 +105,7 @@ def test_odd_but_valid_images_work(server_url, tmp_path, name):
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_broken_images_are_refused_with_a_reason(server_url, tmp_path, name):
     data, message = REFUSED[name]
-    content = _upload_bytes(server_url, name, data, tmp_path)
-    style = raw_http.upload(server_url, STYLE)
-    event, reply = raw_http.call(server_url, "stylize", job_arguments(content, style, size=64, steps=2))
+    event, reply = _stylize_upload(server_url, name, data, tmp_path)
     assert event == "error"
     assert message in reply["error"]
     _no_internals(reply["error"])
