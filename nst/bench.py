@@ -9,21 +9,26 @@ engine's relative Gram and content distances, measured by the same network at th
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import multiprocessing
 import os
 import platform
 import resource
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import images, losses
-from .engine import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, distances, resolve_device, resolve_precision, stylize
+from . import engine, images, losses
+from .__main__ import LARGE_PICTURE
+from .engine import (DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, MAX_STEPS, Settings, distances, limit_heap_growth, resolve_device,
+                     resolve_precision, reuse_freed_memory, stylize)
 from .vgg import LAYER_INDEX, LAYER_NAMES, load_model
 from .weights import load_weights
 
@@ -34,8 +39,8 @@ DEFAULT_STYLE = EXAMPLES / "starry_night.jpg"
 
 class NaiveGatys:
     """The textbook loop: full VGG19 stack to relu5_1 in plain NCHW float32, out-of-place ReLU,
-    max pooling, L-BFGS with torch's defaults, the same losses as our defaults; only the targets
-    are cached."""
+    max pooling, torch's L-BFGS (no line search, history 100), the same losses as our defaults;
+    only the targets are cached."""
 
     def __init__(self, device: torch.device):
         weights = load_weights("embedded")
@@ -65,7 +70,8 @@ class NaiveGatys:
                 out[name] = x
         return out
 
-    def run(self, content: torch.Tensor, style: torch.Tensor, steps: int, on_step=None) -> torch.Tensor:
+    def steps(self, content: torch.Tensor, style: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The picture after each L-BFGS step (one evaluation of the network and its gradient)."""
         with torch.no_grad():
             content_target = self.features(content)[DEFAULT_CONTENT_LAYER]
             style_features = self.features(style)
@@ -77,8 +83,8 @@ class NaiveGatys:
             betas = [10.0 / len(DEFAULT_STYLE_LAYERS) / float(losses.style_layer_loss(torch.zeros_like(a), a, a.shape[0], 1))
                      for a in targets.values()]
         image = content.clone().requires_grad_(True)
-        optimizer = torch.optim.LBFGS([image])
-        evaluations = [0]
+        # torch's defaults, but one iteration per call, so that every step can be timed.
+        optimizer = torch.optim.LBFGS([image], max_iter=1)
 
         def closure():
             with torch.no_grad():
@@ -92,16 +98,18 @@ class NaiveGatys:
                 terms.append(losses.style_layer_loss(losses.gram(matrix), targets[layer] * matrix.shape[1], *matrix.shape))
             loss = alpha * content_term + losses.style_loss(terms, betas)
             loss.backward()
-            evaluations[0] += 1
-            if on_step:
-                on_step(evaluations[0])
             return loss
 
-        while evaluations[0] < steps:
+        while True:
             optimizer.step(closure)
-        with torch.no_grad():
-            image.clamp_(0, 1)
-        return image.detach()
+            yield image
+
+    def run(self, content: torch.Tensor, style: torch.Tensor, steps: int) -> torch.Tensor:
+        for step, image in enumerate(self.steps(content, style), 1):
+            if step == steps:
+                with torch.no_grad():
+                    return image.detach().clamp(0, 1)
+        raise AssertionError("unreachable")
 
 
 def conv_flops(height: int, width: int, deepest: str) -> float:
@@ -165,44 +173,88 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_engine_steps(content, style, settings: Settings, steps: int) -> list[float]:
-    """Seconds per step of the engine, from a frame after every step (first step dropped)."""
-    elapsed = [frame.elapsed for frame in stylize(content, style, replace(settings, steps=steps + 1, frame_interval=0))]
-    return [b - a for a, b in zip(elapsed, elapsed[1:])]
+def _step_iterator(config: str, side: int, content, style, device: torch.device, naive: NaiveGatys | None) -> Iterator:
+    """One optimisation step per next(): the naive loop, or our engine single scale in a precision.
+
+    "ours_fp32_direct" is our engine with oneDNN's direct convolutions instead of Winograd's.
+    """
+    if config == "naive":
+        return naive.steps(images.load_tensor(content, side, device), images.load_tensor(style, side, device))
+    precision = config.split("_")[1]
+    settings = Settings(size=side, device=str(device), multiscale=False, precision=precision, steps=MAX_STEPS, frame_interval=0)
+    frames = stylize(content, style, settings)
+    if config.endswith("_direct"):
+        # The engine chooses its convolutions when a run starts, on the first next().
+        saved, engine.WINOGRAD_MAX_SIZE = engine.WINOGRAD_MAX_SIZE, 0
+        try:
+            first = next(frames)
+        finally:
+            engine.WINOGRAD_MAX_SIZE = saved
+        return itertools.chain([first], frames)
+    return frames
 
 
-def time_naive_steps(naive: NaiveGatys, content_t, style_t, steps: int, device) -> list[float]:
-    stamps = []
+def interleaved_step_times(iterators: dict[str, Iterator], steps: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per step of each iterator, taking turns step by step so that all of them see the same
+    machine: a slow spell of a shared host slows all alike instead of one of them. The first step
+    of each (setup, targets) is not timed."""
+    for iterator in iterators.values():
+        next(iterator)
+    times: dict[str, list[float]] = {name: [] for name in iterators}
+    for _ in range(steps):
+        for name, iterator in iterators.items():
+            _sync(device)
+            start = time.perf_counter()
+            next(iterator)
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    for iterator in iterators.values():
+        if hasattr(iterator, "close"):
+            iterator.close()
+    return times
 
-    def on_step(_):
-        _sync(device)
-        stamps.append(time.perf_counter())
 
-    naive.run(content_t, style_t, steps + 1, on_step)
-    return [b - a for a, b in zip(stamps, stamps[1:])][:steps]
+def peak_memory_mb(config: str, side: int, content_path: str, style_path: str, device: str, steps: int = 3) -> float:
+    """Peak memory of `steps` steps of one configuration in a fresh process, with the allocator
+    policy the CLI uses at that size (the naive loop keeps glibc's own)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_peak_memory_child, (config, side, content_path, style_path, device, steps))
 
 
-def bench_size(side: int, content, style, device, peak: PeakMemory, steps: int, naive: NaiveGatys | None, precisions) -> dict:
+def _peak_memory_child(config: str, side: int, content_path: str, style_path: str, device_name: str, steps: int) -> float:
+    if config != "naive":
+        limit_heap_growth() if side > LARGE_PICTURE else reuse_freed_memory()
+    device = torch.device(device_name)
+    content, style = images.open_image(content_path), images.open_image(style_path)
+    naive = NaiveGatys(device) if config == "naive" else None
+    peak = PeakMemory(device)
+    iterator = _step_iterator(config, side, content, style, device, naive)
+    next(iterator)  # the first step: setup, and cuDNN's autotuning, which tries large workspaces
+    _sync(device)
+    peak.reset()
+    for _ in range(steps):
+        next(iterator)
+    return peak.peak_mb()
+
+
+def bench_size(side: int, content_path: str, style_path: str, device, steps: int, naive: NaiveGatys | None, precisions) -> dict:
+    content, style = images.open_image(content_path), images.open_image(style_path)
     height, width = images.working_size(content.width, content.height, side)
     flops = 2 * conv_flops(height, width, "relu5_1")  # forward + gradient to the input, no weight gradients
     row: dict = {"size": side, "pixels": f"{width}x{height}", "gflop_per_step": flops / 1e9}
-    runs = {}
+    configs = (["naive"] if naive is not None else []) + [f"ours_{precision}" for precision in precisions]
+    if device.type == "cpu" and "fp32" in precisions and side <= engine.WINOGRAD_MAX_SIZE:
+        configs.append("ours_fp32_direct")
+    iterators = {config: _step_iterator(config, side, content, style, device, naive) for config in configs}
+    times = interleaved_step_times(iterators, steps, device)
+    for config in configs:
+        median = statistics.median(times[config])
+        row[config] = {"s_per_step": median, "gflops": flops / median / 1e9,
+                       "peak_mb": peak_memory_mb(config, side, content_path, style_path, str(device))}
     if naive is not None:
-        content_t = images.load_tensor(content, side, device)
-        style_t = images.load_tensor(style, side, device)
-        peak.reset()
-        runs["naive"] = (time_naive_steps(naive, content_t, style_t, steps, device), peak.peak_mb())
-    base = Settings(size=side, device=str(device))
-    for precision in precisions:
-        peak.reset()
-        single_scale = replace(base, multiscale=False, precision=precision)
-        runs[f"ours_{precision}"] = (time_engine_steps(content, style, single_scale, steps), peak.peak_mb())
-    for name, (times, memory) in runs.items():
-        median = statistics.median(times)
-        row[name] = {"s_per_step": median, "gflops": flops / median / 1e9, "peak_mb": memory}
-    if "naive" in runs:
-        for precision in precisions:
-            row[f"naive_over_ours_{precision}"] = row["naive"]["s_per_step"] / row[f"ours_{precision}"]["s_per_step"]
+        for config in configs[1:]:
+            row[f"naive_over_{config}"] = row["naive"]["s_per_step"] / row[config]["s_per_step"]
     return row
 
 
@@ -272,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--content", default=str(DEFAULT_CONTENT))
     parser.add_argument("--style", default=str(DEFAULT_STYLE))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration, taken in turns")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precisions", nargs="+", default=None, help="fp32 and/or bf16 (default: fp32 and the auto choice)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive reference in the per-step table")
@@ -288,14 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     precisions = args.precisions or sorted({"fp32", resolve_precision("auto", device)})
     content = images.open_image(args.content, "content image")
     style = images.open_image(args.style, "style image")
-    peak = PeakMemory(device)
+    reuse_freed_memory()  # as the app does; the naive loop in this process gets it too
     report: dict = {"machine": machine(device), "device": device.type, "torch": torch.__version__}
     report["peak_conv_gflops"] = measure_peak_gflops(device)
     log(f"peak conv throughput: {report['peak_conv_gflops']:.0f} GFLOP/s on {report['machine']}")
     naive = NaiveGatys(device)
     report["sizes"] = []
     for side in args.sizes:
-        row = bench_size(side, content, style, device, peak, args.steps, None if args.no_naive else naive, precisions)
+        row = bench_size(side, args.content, args.style, device, args.steps, None if args.no_naive else naive, precisions)
         for value in row.values():
             if isinstance(value, dict):
                 value["fraction_of_peak"] = value["gflops"] / report["peak_conv_gflops"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -48,6 +49,8 @@ SCALE_SHARE_RATIO = 2.0
 # Winograd convolutions on CPU (see nst.winograd) up to this size: they hold 200 MB of transformed
 # filters, which larger pictures, near the 2.5 GB budget at 1024 px, cannot spare.
 WINOGRAD_MAX_SIZE = 768
+# Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
+CUDA_GRAPH_MIN_STEPS = 10
 LBFGS_HISTORY = 20
 LBFGS_MEMORY = 200 * 2**20  # bytes for L-BFGS's history: each pair holds two image-sized vectors
 
@@ -244,7 +247,8 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         style_full = [images.match_luminance(images.luminance(style), content_full) for style in style_full]
 
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    # No cast cache: CUDA graphs cannot capture it, and frozen weights are cast each pass anyway.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
     winograd = device.type == "cpu" and precision == "fp32" and settings.size <= WINOGRAD_MAX_SIZE
     step = 0
     image: Tensor | None = None
@@ -272,6 +276,8 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         last_good = image.detach().clone()
         values: dict[str, Tensor] = {}
         closure = _closure(optimizer, objective, image, values)
+        if device.type == "cuda" and scale_steps >= CUDA_GRAPH_MIN_STEPS:
+            closure = _replayed(closure)
 
         for _ in range(scale_steps):
             optimizer.step(closure)
@@ -284,7 +290,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
             if not final and now - last_frame < settings.frame_interval:
                 continue
             last_frame = now
-            reported = {name: value.detach() for name, value in values.items()}
+            reported = {name: value.detach().clone() for name, value in values.items()}
             if not all(math.isfinite(float(value)) for value in reported.values()):
                 yield frame(last_good, reported, True, f"the loss became infinite or NaN at step {step}; "
                             "showing the last good picture (try lower weights or fp32)")
@@ -360,6 +366,7 @@ def _closure(optimizer: torch.optim.Optimizer, objective: _Objective, image: Ten
 
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
+        values.clear()  # drop the last evaluation's autograd graph before building the next
         values.update(objective(image))
         values["total"].backward()
         return values["total"]
@@ -380,6 +387,34 @@ def reuse_freed_memory() -> None:
     _mallopt(M_ARENA_MAX, 1)
     _mallopt(M_MMAP_MAX, 0)
     _mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+def _replayed(closure):
+    """The closure captured once as a CUDA graph: each later call replays all of its kernels at once.
+
+    At 512 px a step is about a thousand small kernels, and launching them one by one from Python
+    took longer than running them on an H200. The graph reads the image and writes its gradient
+    and the loss terms where the capture put them, so the optimiser keeps working in place.
+    """
+    side_stream = torch.cuda.Stream()
+    side_stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side_stream):
+        for _ in range(2):  # warm up outside the capture: cuDNN's autotuning, the allocator's pools
+            closure()
+    torch.cuda.current_stream().wait_stream(side_stream)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            total = closure()
+    except RuntimeError as error:  # an op this torch build cannot capture: run step by step instead
+        warnings.warn(f"CUDA graph capture failed, stepping without it: {error}", stacklevel=2)
+        return closure
+
+    def replay() -> Tensor:
+        graph.replay()
+        return total
+
+    return replay
 
 
 def limit_heap_growth() -> None:
@@ -422,6 +457,6 @@ def _initial_image(init: str, content: Tensor, style: Tensor, generator: torch.G
 
 def _optimizer(name: str, image: Tensor) -> torch.optim.Optimizer:
     if name == "adam":
-        return torch.optim.Adam([image], lr=ADAM_LEARNING_RATE)
+        return torch.optim.Adam([image], lr=ADAM_LEARNING_RATE, fused=image.is_cuda)
     history = max(5, min(LBFGS_HISTORY, LBFGS_MEMORY // (2 * image.numel() * image.element_size())))
     return torch.optim.LBFGS([image], lr=1, max_iter=1, history_size=history, tolerance_grad=0, tolerance_change=0)

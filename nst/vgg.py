@@ -68,18 +68,18 @@ class VGG19Features(nn.Module):
         self.source = weights.source
         self.pooling = pooling
         if weights.convention == CAFFE:
-            order, scale, mean = [2, 1, 0], torch.full((3,), 255.0), torch.tensor(_CAFFE_BGR_MEAN)
+            self.bgr, scale, mean = True, torch.full((3,), 255.0), torch.tensor(_CAFFE_BGR_MEAN)
         else:
-            order, scale = [0, 1, 2], 1.0 / torch.tensor(_IMAGENET_STD)
+            self.bgr, scale = False, 1.0 / torch.tensor(_IMAGENET_STD)
             mean = torch.tensor(_IMAGENET_MEAN) * scale
-        self.channel_order = order
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
         self._winograd_filters: dict[int, Tensor] = {}
 
     def normalise(self, image: Tensor) -> Tensor:
         """RGB in [0, 1] -> the input convention of the weights."""
-        return image[:, self.channel_order] * self.scale - self.mean
+        # flip, not a fancy index: that would copy an index tensor to the device, which a CUDA graph cannot capture
+        return (image.flip(1) if self.bgr else image) * self.scale - self.mean
 
     def forward(self, image: Tensor, layers: Collection[str], winograd: bool = False) -> dict[str, Tensor]:
         wanted = set(layers)

@@ -1,5 +1,6 @@
 """Checks that need a CUDA device; they run on a GPU machine and are skipped elsewhere."""
 
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -44,3 +45,22 @@ def test_closing_stops_work_on_cuda(content, style):
     before = engine.steps_taken
     run.close()
     assert engine.steps_taken == before
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_cuda_graph_steps_end_where_plain_steps_do(content, style, optimizer, monkeypatch):
+    settings = Settings(size=256, steps=60, device="cuda", precision="fp32", optimizer=optimizer, multiscale=False,
+                        frame_interval=3600)
+    results = {}
+    for graphs in (True, False):
+        monkeypatch.setattr(engine, "CUDA_GRAPH_MIN_STEPS", 10 if graphs else 10**9)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            final = list(stylize(content, style, settings))[-1]
+        assert not [w for w in caught if "CUDA graph" in str(w.message)]
+        assert not final.message
+        results[graphs] = final.losses["total"], distances(final.image, content, style, settings)
+    print(optimizer, results)
+    assert results[True][0] == pytest.approx(results[False][0], rel=0.05)
+    for term in ("style", "content"):
+        assert results[True][1][term] == pytest.approx(results[False][1][term], rel=0.05)
