@@ -112,6 +112,63 @@ class NaiveGatys:
         raise AssertionError("unreachable")
 
 
+class NaiveProcess:
+    """The naive loop in a process of its own, with glibc's default allocator as a textbook script
+    has it (our engine's `reuse_freed_memory` would speed it up too). Only one of the two processes
+    computes at a time: each call waits for the child's answer."""
+
+    def __init__(self, content_path: str, style_path: str, device: torch.device):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(target=_naive_worker, args=(child_end, content_path, style_path, str(device)), daemon=True)
+        self.process.start()
+
+    def _ask(self, command: str, argument=None):
+        self.connection.send((command, argument))
+        return self.connection.recv()
+
+    def steps(self, side: int) -> Iterator[float]:
+        """The child's own seconds for each next step at this size."""
+        self._ask("start", side)
+        while True:
+            yield self._ask("step")
+
+    def run(self, side: int, steps: int) -> tuple[torch.Tensor, float]:
+        """The picture after `steps` steps at this size, and the seconds they took."""
+        return self._ask("run", (side, steps))
+
+    def close(self) -> None:
+        self.connection.send(("stop", None))
+        self.process.join(timeout=30)
+
+
+def _naive_worker(connection, content_path: str, style_path: str, device_name: str) -> None:
+    device = torch.device(device_name)
+    naive = NaiveGatys(device)
+    content, style = images.open_image(content_path), images.open_image(style_path)
+    steps = None
+    while True:
+        command, argument = connection.recv()
+        if command == "start":
+            steps = naive.steps(images.load_tensor(content, argument, device), images.load_tensor(style, argument, device))
+            connection.send(None)
+        elif command == "step":
+            _sync(device)
+            start = time.perf_counter()
+            next(steps)
+            _sync(device)
+            connection.send(time.perf_counter() - start)
+        elif command == "run":
+            side, count = argument
+            _sync(device)
+            start = time.perf_counter()
+            image = naive.run(images.load_tensor(content, side, device), images.load_tensor(style, side, device), count)
+            _sync(device)
+            connection.send((image.cpu(), time.perf_counter() - start))
+        else:
+            return
+
+
 def conv_flops(height: int, width: int, deepest: str) -> float:
     """Multiply-adds x 2 of the convolutions up to `deepest`, forward only."""
     flops, channels = 0.0, 3
@@ -173,11 +230,13 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _step_iterator(config: str, side: int, content, style, device: torch.device, naive: NaiveGatys | None) -> Iterator:
+def _step_iterator(config: str, side: int, content, style, device: torch.device, naive: NaiveGatys | NaiveProcess | None) -> Iterator:
     """One optimisation step per next(): the naive loop, or our engine single scale in a precision.
 
     "ours_fp32_direct" is our engine with oneDNN's direct convolutions instead of Winograd's.
     """
+    if config == "naive" and isinstance(naive, NaiveProcess):
+        return naive.steps(side)
     if config == "naive":
         return naive.steps(images.load_tensor(content, side, device), images.load_tensor(style, side, device))
     precision = config.split("_")[1]
@@ -197,7 +256,7 @@ def _step_iterator(config: str, side: int, content, style, device: torch.device,
 def interleaved_step_times(iterators: dict[str, Iterator], steps: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds per step of each iterator, taking turns step by step so that all of them see the same
     machine: a slow spell of a shared host slows all alike instead of one of them. The first step
-    of each (setup, targets) is not timed."""
+    of each (setup, targets) is not timed. An iterator that yields a number reports its own time."""
     for iterator in iterators.values():
         next(iterator)
     times: dict[str, list[float]] = {name: [] for name in iterators}
@@ -205,9 +264,9 @@ def interleaved_step_times(iterators: dict[str, Iterator], steps: int, device: t
         for name, iterator in iterators.items():
             _sync(device)
             start = time.perf_counter()
-            next(iterator)
+            reported = next(iterator)
             _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(reported if isinstance(reported, float) else time.perf_counter() - start)
     for iterator in iterators.values():
         if hasattr(iterator, "close"):
             iterator.close()
@@ -238,7 +297,7 @@ def _peak_memory_child(config: str, side: int, content_path: str, style_path: st
     return peak.peak_mb()
 
 
-def bench_size(side: int, content_path: str, style_path: str, device, steps: int, naive: NaiveGatys | None, precisions) -> dict:
+def bench_size(side: int, content_path: str, style_path: str, device, steps: int, naive: NaiveProcess | None, precisions) -> dict:
     content, style = images.open_image(content_path), images.open_image(style_path)
     height, width = images.working_size(content.width, content.height, side)
     flops = 2 * conv_flops(height, width, "relu5_1")  # forward + gradient to the input, no weight gradients
@@ -258,16 +317,11 @@ def bench_size(side: int, content_path: str, style_path: str, device, steps: int
     return row
 
 
-def time_to_quality(content, style, device, side: int, naive_steps: int, naive: NaiveGatys, budget: int) -> dict:
+def time_to_quality(content, style, device, side: int, naive_steps: int, naive: NaiveProcess, budget: int) -> dict:
     """The naive loop's distances after `naive_steps`; ours with the defaults; and when a longer run
     of ours (`budget` steps, multi-scale) first gets as stylised as the naive result."""
-    content_t = images.load_tensor(content, side, device)
-    style_t = images.load_tensor(style, side, device)
-    _sync(device)
-    start = time.perf_counter()
-    reference = naive.run(content_t, style_t, naive_steps)
-    _sync(device)
-    report = {"size": side, "naive_steps": naive_steps, "naive_seconds": time.perf_counter() - start}
+    reference, seconds = naive.run(side, naive_steps)
+    report = {"size": side, "naive_steps": naive_steps, "naive_seconds": seconds}
     settings = Settings(size=side, device=str(device))
     report["naive_distance"] = distances(images.to_pil(reference), content, style, settings)
 
@@ -340,11 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     precisions = args.precisions or sorted({"fp32", resolve_precision("auto", device)})
     content = images.open_image(args.content, "content image")
     style = images.open_image(args.style, "style image")
-    reuse_freed_memory()  # as the app does; the naive loop in this process gets it too
+    reuse_freed_memory()  # as the app and the CLI up to 768 px do; the naive loop's process keeps glibc's default
     report: dict = {"machine": machine(device), "device": device.type, "torch": torch.__version__}
     report["peak_conv_gflops"] = measure_peak_gflops(device)
     log(f"peak conv throughput: {report['peak_conv_gflops']:.0f} GFLOP/s on {report['machine']}")
-    naive = NaiveGatys(device)
+    naive = None if args.no_naive and not args.quality_steps else NaiveProcess(args.content, args.style, device)
     report["sizes"] = []
     for side in args.sizes:
         row = bench_size(side, args.content, args.style, device, args.steps, None if args.no_naive else naive, precisions)
@@ -360,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_steps:
         report["runs"] = [time_run(content, style, device, args.quality_size, args.run_steps, precision) for precision in precisions]
         log(json.dumps(report["runs"]))
+    if naive is not None:
+        naive.close()
     if args.json:
         print(json.dumps(report, indent=2))
     else:

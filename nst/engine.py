@@ -441,9 +441,14 @@ def _mallopt(option: int, value: int) -> None:
 
 
 def warm_up(settings: Settings = Settings()) -> None:
-    """Load the network and torch's optimiser code now, so the first request starts at full speed."""
+    """Load the network, its Winograd filters and torch's optimiser code now, so the first request
+    starts at full speed."""
     settings = settings.validated()
-    load_model(settings.weights, settings.pooling, str(resolve_device(settings.device)))
+    device = resolve_device(settings.device)
+    model = load_model(settings.weights, settings.pooling, str(device))
+    if device.type == "cpu" and resolve_precision(settings.precision, device) == "fp32":
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, 32, 32), {*settings.style_layers, settings.content_layer}, winograd=True)
     _optimizer(settings.optimizer, torch.zeros(1, requires_grad=True))
 
 
