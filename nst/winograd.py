@@ -83,29 +83,44 @@ def convolve(x: Tensor, filters: Tensor, bias: Tensor | None = None) -> Tensor:
         tiles = _transform_windows(padded[4 * first : 4 * (first + rows) + 2], input_t, rows, tiles_w)
         products = torch.bmm(tiles, filters)  # (36, tiles, K)
         del tiles
-        # A^T m A for each tile: (4 rows, 4 tiles_w, K) of output.
+        # A^T m A for each tile: (4 p, 4 q, rows, tiles_w, K), output row 4t + p, column 4u + q.
         half = torch.matmul(output_t, products.view(6, 6, -1))
         del products
         blocks = (output_t @ half.view(6, -1)).view(4, 4, rows, tiles_w, out_channels)
-        result = blocks.permute(2, 0, 3, 1, 4).reshape(4 * rows, 4 * tiles_w, out_channels)
-        top, bottom = 4 * first, min(4 * (first + rows), height)
-        target = out_rows[top:bottom]
-        if bias is None:
-            target.copy_(result[: bottom - top, :width])
-        else:
-            torch.add(result[: bottom - top, :width], bias, out=target)
+        del half
+        top = 4 * first
+        if width % 4:
+            result = blocks.permute(2, 0, 3, 1, 4).reshape(4 * rows, 4 * tiles_w, out_channels)
+            bottom = min(top + 4 * rows, height)
+            _store(out_rows[top:bottom], result[: bottom - top, :width], bias)
+            continue
+        # Whole tiles go straight to their places in the output; then the cut last tile row.
+        whole = min(rows, (height - top) // 4)
+        if whole:
+            _store(out_rows[top : top + 4 * whole].view(whole, 4, tiles_w, 4, out_channels),
+                   blocks[:, :, :whole].permute(2, 0, 3, 1, 4), bias)
+        if whole < rows:
+            cut = height - top - 4 * whole
+            _store(out_rows[top + 4 * whole : height].view(cut, tiles_w, 4, out_channels),
+                   blocks[:cut, :, whole].permute(0, 2, 1, 3), bias)
     return out
+
+
+def _store(target: Tensor, values: Tensor, bias: Tensor | None) -> None:
+    if bias is None:
+        target.copy_(values)
+    else:
+        torch.add(values, bias, out=target)
 
 
 def _transform_windows(padded: Tensor, input_t: Tensor, tiles_h: int, tiles_w: int) -> Tensor:
     """The 6x6 windows at stride 4 of a (4 tiles_h + 2, 4 tiles_w + 2, C) tensor, as B^T d B: (36, tiles, C)."""
     channels = padded.shape[-1]
     row = padded.shape[1] * channels
-    # Rows 4t + i of every tile row t, then B^T along them: (6, tiles_h, width, C).
-    rows = padded.as_strided((6, tiles_h, row), (row, 4 * row, 1)).contiguous()
-    rows = (input_t @ rows.view(6, -1)).view(6, tiles_h, padded.shape[1], channels)
+    # B^T along the rows 4t + i of each tile row t, read in place: (tiles_h, 6, width, C).
+    rows = torch.matmul(input_t, padded.as_strided((tiles_h, 6, row), (4 * row, row, 1)))
     # Columns 4u + j of every tile, then B^T along them.
-    cols = rows.as_strided((6, 6, tiles_h, tiles_w, channels), (tiles_h * row, channels, row, 4 * channels, 1)).contiguous()
+    cols = rows.as_strided((6, 6, tiles_h, tiles_w, channels), (row, channels, 6 * row, 4 * channels, 1)).contiguous()
     del rows
     return torch.matmul(input_t, cols.view(6, 6, -1)).view(36, tiles_h * tiles_w, channels)
 
