@@ -11,7 +11,8 @@ from pathlib import Path
 
 # nst first: importing it caps Pillow's pixel limit before Gradio decodes any upload.
 from nst import ImageError, Settings, SettingsError, WeightsError, open_image, stylize
-from nst.engine import COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, check_number, resolve_device, reuse_freed_memory, warm_up
+from nst.engine import (COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, check_number, release_freed_memory, resolve_device,
+                        reuse_freed_memory, warm_up)
 from nst.vgg import POOLINGS, RELU_LAYERS
 
 import gradio as gr
@@ -50,8 +51,8 @@ HOW_IT_WORKS = """
 It works coarse to fine: most steps run on a small version of the picture (fast), then on the full size.
 """
 
-# The app's pictures stay within 1024 px on CPU, whose peak (3.7 GB) a 16 GB Space holds with room
-# to spare: the process keeps freed memory for speed.
+# The process keeps freed memory during a run for speed (see reuse_freed_memory) and gives it back
+# after each run; the largest CPU picture, 1024 px, peaks far inside a 16 GB Space.
 reuse_freed_memory()
 warm_up(DEFAULTS)
 
@@ -127,6 +128,13 @@ def status_line(frame) -> str:
 
 def run(*values):
     """The /stylize endpoint: streams (picture, loss plot, status, before/after) as the picture forms."""
+    try:
+        yield from _run(*values)
+    finally:  # finished, failed or cancelled: an idle server gives its working memory back
+        release_freed_memory()
+
+
+def _run(*values):
     content, styles, settings = parse_request(*values)
     rows: list[dict] = []
     picture = None

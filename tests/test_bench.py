@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from .conftest import ROOT
+from .conftest import EXAMPLES, ROOT
 
 
 def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -32,22 +32,54 @@ def test_bench_reports_every_figure_the_readme_quotes():
         assert quality[key]["style"] > 0 and quality[key]["content"] >= 0
 
 
-def test_reused_memory_is_not_faulted_in_again():
-    # Process-wide policy, so in a fresh process: the second 200 MB tensor reuses the first one's pages.
+def test_steps_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
+    # A process-wide policy, so each in a fresh process: minor page faults per optimisation step.
     code = """
-        import resource, sys, torch
-        from nst.engine import reuse_freed_memory, limit_heap_growth
+        import resource, statistics, sys
+        from nst import Settings, open_image, stylize
+        from nst.engine import limit_heap_growth, reuse_freed_memory
         reuse_freed_memory() if sys.argv[1] == "reuse" else limit_heap_growth()
+        frames = stylize(open_image(sys.argv[2]), open_image(sys.argv[3]),
+                         Settings(size=256, steps=50, multiscale=False, frame_interval=0))
         faults = []
-        for _ in range(2):
+        for _ in range(8):
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            torch.ones(50 * 2**20)
+            next(frames)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-        print(faults[1])
+        print(statistics.median(faults[2:]))
     """
-    pages = 200 * 2**20 // 4096
-    reused = run_python(code, "reuse")
-    returned = run_python(code, "limit")
+    images = [str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg")]
+    reused = run_python(code, "reuse", *images)
+    returned = run_python(code, "limit", *images)
     assert reused.returncode == 0 and returned.returncode == 0, reused.stderr + returned.stderr
-    assert int(reused.stdout) < pages // 20
-    assert int(returned.stdout) > pages // 2
+    reused_pages, returned_pages = float(reused.stdout), float(returned.stdout)
+    print(reused_pages, returned_pages)
+    assert returned_pages > 10_000  # 40 MB and more of fresh pages every step at 256 px
+    assert reused_pages < returned_pages / 20
+
+
+def test_released_memory_goes_back_to_the_system_after_a_run():
+    code = """
+        import gc, sys
+        from nst import Settings, open_image, stylize
+        from nst.engine import release_freed_memory, reuse_freed_memory
+
+        def resident_mb():
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
+
+        reuse_freed_memory()
+        frames = stylize(open_image(sys.argv[1]), open_image(sys.argv[2]), Settings(size=384, steps=4, multiscale=False))
+        for _ in frames:
+            pass
+        del frames
+        gc.collect()
+        kept = resident_mb()
+        release_freed_memory()
+        print(kept, resident_mb())
+    """
+    result = run_python(code, str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"))
+    assert result.returncode == 0, result.stderr
+    kept, released = map(int, result.stdout.split())
+    print(kept, released)
+    assert kept - released > 100
