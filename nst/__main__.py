@@ -16,7 +16,7 @@ from .weights import WeightsError
 DEFAULTS = {field.name: field.default for field in fields(Settings)}
 # Above this long side the CLI hands large blocks back to the system as soon as they are freed, which
 # keeps a default 1024 px run within 2.5 GB; up to it, it keeps freed memory for the next step, which
-# saves the page faults (about 10% of a 512 px step) for a peak of 1.4 GB.
+# saves the page faults (5-10% of a 512 px step) for a peak of 1.7 GB.
 LARGE_PICTURE = 768
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 

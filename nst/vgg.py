@@ -78,7 +78,7 @@ class VGG19Features(nn.Module):
 
     def normalise(self, image: Tensor) -> Tensor:
         """RGB in [0, 1] -> the input convention of the weights."""
-        # flip, not a fancy index: that would copy an index tensor to the device, which a CUDA graph cannot capture
+        # flip, not a fancy index, which would copy an index tensor to the device: CUDA graphs cannot capture that
         return (image.flip(1) if self.bgr else image) * self.scale - self.mean
 
     def forward(self, image: Tensor, layers: Collection[str], winograd: bool = False) -> dict[str, Tensor]:
@@ -99,7 +99,6 @@ class VGG19Features(nn.Module):
             if keep_previous:
                 features[LAYER_NAMES[index]] = x
         return features
-
 
     @staticmethod
     def _by_winograd(conv: nn.Conv2d, x: Tensor) -> bool:
