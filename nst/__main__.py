@@ -8,16 +8,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .engine import COLOR_MODES, INITS, OPTIMIZERS, PRECISIONS, Settings, SettingsError, limit_heap_growth, reuse_freed_memory, stylize
+from .engine import COLOR_MODES, INITS, OPTIMIZERS, PRECISIONS, Settings, SettingsError, stylize, use_memory_policy
 from .images import ImageError, open_image
 from .vgg import POOLINGS, RELU_LAYERS
 from .weights import WeightsError
 
 DEFAULTS = {field.name: field.default for field in fields(Settings)}
-# Above this long side the CLI hands large blocks back to the system as soon as they are freed, which
-# keeps a default 1024 px run within 2.5 GB; up to it, it keeps freed memory for the next step, which
-# saves the page faults (5-10% of a 512 px step) for a peak of 1.7 GB.
-LARGE_PICTURE = 768
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
@@ -76,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         init=args.init, preserve_colors=args.preserve_colors, multiscale=args.multiscale, pooling=args.pooling,
         seed=args.seed, device=args.device, precision=args.precision, weights=args.weights,
         frame_interval=0.0 if args.save_every else DEFAULTS["frame_interval"])
-    if settings.size > LARGE_PICTURE:
-        limit_heap_growth()
-    else:
-        reuse_freed_memory()
+    use_memory_policy(settings.size)
     try:
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]

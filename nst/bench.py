@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 from . import engine, images, losses
-from .__main__ import LARGE_PICTURE
-from .engine import (DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, MAX_STEPS, Settings, distances, limit_heap_growth, resolve_device,
-                     resolve_precision, reuse_freed_memory, stylize)
+from .engine import (DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, MAX_STEPS, Settings, distances, resolve_device,
+                     resolve_precision, reuse_freed_memory, stylize, use_memory_policy)
 from .vgg import LAYER_INDEX, LAYER_NAMES, load_model
 from .weights import load_weights
 
@@ -249,11 +248,11 @@ def _step_iterator(config: str, side: int, content, style, device: torch.device,
     frames = stylize(content, style, settings)
     if config.endswith("_direct"):
         # The engine chooses its convolutions when a run starts, on the first next().
-        saved, engine.WINOGRAD_MAX_SIZE = engine.WINOGRAD_MAX_SIZE, 0
+        saved, engine.LARGE_PICTURE = engine.LARGE_PICTURE, 0
         try:
             first = next(frames)
         finally:
-            engine.WINOGRAD_MAX_SIZE = saved
+            engine.LARGE_PICTURE = saved
         return itertools.chain([first], frames)
     return frames
 
@@ -288,7 +287,7 @@ def peak_memory_mb(config: str, side: int, content_path: str, style_path: str, d
 
 def _peak_memory_child(config: str, side: int, content_path: str, style_path: str, device_name: str, steps: int) -> float:
     if config != "naive":
-        limit_heap_growth() if side > LARGE_PICTURE else reuse_freed_memory()
+        use_memory_policy(side)
     device = torch.device(device_name)
     content, style = images.open_image(content_path), images.open_image(style_path)
     naive = NaiveGatys(device) if config == "naive" else None
@@ -308,7 +307,7 @@ def bench_size(side: int, content_path: str, style_path: str, device, steps: int
     flops = 2 * conv_flops(height, width, "relu5_1")  # forward + gradient to the input, no weight gradients
     row: dict = {"size": side, "pixels": f"{width}x{height}", "gflop_per_step": flops / 1e9}
     configs = (["naive"] if naive is not None else []) + [f"ours_{precision}" for precision in precisions]
-    if device.type == "cpu" and "fp32" in precisions and side <= engine.WINOGRAD_MAX_SIZE:
+    if device.type == "cpu" and "fp32" in precisions and side <= engine.LARGE_PICTURE:
         configs.append("ours_fp32_direct")
     iterators = {config: _step_iterator(config, side, content, style, device, naive) for config in configs}
     times = interleaved_step_times(iterators, steps, device)

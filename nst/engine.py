@@ -46,9 +46,10 @@ ADAM_LEARNING_RATE = 4 / 255
 MIN_SCALE_SIDE = 128
 # Each scale gets this many times the steps of the next finer one.
 SCALE_SHARE_RATIO = 2.0
-# Winograd convolutions on CPU (see nst.winograd) up to this size: they hold 200 MB of transformed
-# filters, which larger pictures, near the 2.5 GB budget at 1024 px, cannot spare.
-WINOGRAD_MAX_SIZE = 768
+# Above this long side memory comes before speed, to keep a 1024 px run on CPU within 2.5 GB: no
+# Winograd convolutions (their transformed filters hold 200 MB), and `use_memory_policy` hands
+# freed blocks back to the system instead of keeping them for the next step.
+LARGE_PICTURE = 768
 # Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
 CUDA_GRAPH_MIN_STEPS = 10
 LBFGS_HISTORY = 20
@@ -249,7 +250,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     # No cast cache: CUDA graphs cannot capture it, and frozen weights are cast each pass anyway.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
-    winograd = device.type == "cpu" and precision == "fp32" and settings.size <= WINOGRAD_MAX_SIZE
+    winograd = device.type == "cpu" and precision == "fp32" and settings.size <= LARGE_PICTURE
     step = 0
     image: Tensor | None = None
     last_frame = -math.inf
@@ -400,6 +401,14 @@ def _replayed(closure):
         return total
 
     return replay
+
+
+def use_memory_policy(size: int) -> None:
+    """The allocator policy for a process that makes pictures of this long side (see LARGE_PICTURE)."""
+    if size > LARGE_PICTURE:
+        limit_heap_growth()
+    else:
+        reuse_freed_memory()
 
 
 def reuse_freed_memory() -> None:
