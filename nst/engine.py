@@ -308,12 +308,12 @@ class _Objective:
         self.layers = set(settings.style_layers) | {settings.content_layer}
         style_side = max(images.MIN_SIDE, round(max(content.shape[-2:]) * settings.style_scale))
         with torch.inference_mode(), autocast:
-            self.content_target = model(content, [settings.content_layer])[settings.content_layer].float().clone()
+            self.content_target = model(content, [settings.content_layer], winograd)[settings.content_layer].float().clone()
             self.grams: dict[str, Tensor] = {}  # blended Gram matrices per position: A / M
             for style, blend in zip(styles, settings.style_blend, strict=True):
                 height, width = images.working_size(style.shape[-1], style.shape[-2], style_side, "style image")
                 scaled = images.resize(style, (height, width))
-                features = model(scaled, settings.style_layers)
+                features = model(scaled, settings.style_layers, winograd)
                 for layer in settings.style_layers:
                     matrix = losses.as_matrix(features[layer])
                     self.grams[layer] = self.grams.get(layer, 0) + blend * losses.gram(matrix) / matrix.shape[1]
