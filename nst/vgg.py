@@ -41,8 +41,9 @@ class VGG19Features(nn.Module):
 
     `forward(image, layers)` returns the activations at the named layers and runs no module past
     the deepest of them. ReLUs work in place, except right after a requested conv layer, whose
-    output must survive. With `winograd=True`, on CPU in float32, the wide convolutions run by
-    Winograd's algorithm (see `nst.winograd`), whose transformed filters are made on first use.
+    output must survive; one right before max pooling rectifies the pooled map instead. With
+    `winograd=True`, on CPU in float32, the wide convolutions run by Winograd's algorithm (see
+    `nst.winograd`), whose transformed filters are made on first use.
     """
 
     def __init__(self, weights: Weights, pooling: str = "max"):
@@ -86,10 +87,18 @@ class VGG19Features(nn.Module):
         last = max(LAYER_INDEX[name] for name in wanted)
         x = self.normalise(image)
         features = {}
-        keep_previous = False
+        keep_previous = rectify_pooled = False
         for index in range(last + 1):
             module = self.layers[index]
-            if keep_previous and isinstance(module, nn.ReLU):
+            if (isinstance(module, nn.ReLU) and LAYER_NAMES[index] not in wanted
+                    and isinstance(self.layers[index + 1], nn.MaxPool2d)):
+                # Max pooling commutes with ReLU, also in its gradient: rectify the pooled map,
+                # a quarter of the size, instead.
+                rectify_pooled = True
+            elif rectify_pooled:
+                x = torch.relu_(module(x))
+                rectify_pooled = False
+            elif keep_previous and isinstance(module, nn.ReLU):
                 x = torch.relu(x)
             elif winograd and isinstance(module, nn.Conv2d) and self._by_winograd(module, x):
                 x = frozen_convolution(x, self._filters(index), module.bias)

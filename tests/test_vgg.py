@@ -35,7 +35,8 @@ def test_extractor_stops_at_the_deepest_requested_layer():
         for hook in hooks:
             hook.remove()
     assert set(features) == {"relu1_1", "relu3_1"}
-    assert ran == list(range(12))  # conv1_1 ... relu3_1, nothing after
+    # conv1_1 ... relu3_1, nothing after; relu1_2 and relu2_2 rectify the pooled maps instead
+    assert ran == [index for index in range(12) if index not in (3, 8)]
     assert features["relu3_1"].shape == (1, 256, 16, 16)
 
 
@@ -44,6 +45,28 @@ def test_requested_conv_output_is_not_overwritten_by_the_inplace_relu():
     features = model(torch.rand(1, 3, 32, 32), ["conv1_1", "relu1_1"])
     assert (features["conv1_1"] < 0).any()
     assert torch.equal(features["relu1_1"], features["conv1_1"].clamp_min(0))
+
+
+def test_features_and_pixel_gradients_match_the_plain_layer_stack():
+    model = load_model()
+    image = torch.rand(1, 3, 48, 40, generator=torch.Generator().manual_seed(1))
+    wanted = ["relu1_1", "pool1", "relu3_1", "relu4_2"]
+    pixels = image.clone().requires_grad_(True)
+    features = model(pixels, wanted)
+    (gradient,) = torch.autograd.grad(sum((value**2).sum() for value in features.values()), pixels)
+
+    reference_pixels = image.clone().requires_grad_(True)
+    x, reference = model.normalise(reference_pixels), {}
+    for name, module in zip(LAYER_NAMES, model.layers):
+        x = torch.relu(x) if isinstance(module, nn.ReLU) else module(x)
+        if name in wanted:
+            reference[name] = x
+        if name == "relu4_2":
+            break
+    (reference_gradient,) = torch.autograd.grad(sum((value**2).sum() for value in reference.values()), reference_pixels)
+    for name in wanted:
+        torch.testing.assert_close(features[name], reference[name], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=1e-3 * reference_gradient.abs().max().item())
 
 
 def test_caffe_normalisation_is_bgr_0_255_minus_mean():
