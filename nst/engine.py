@@ -29,6 +29,7 @@ from torch import Tensor
 
 from . import images, losses
 from .images import ImageError
+from .lbfgs import LBFGS
 from .vgg import LAYER_NAMES, POOLINGS, RELU_LAYERS, load_model
 from .weights import SOURCES, describe_sources
 
@@ -482,5 +483,4 @@ def _initial_image(init: str, content: Tensor, style: Tensor, generator: torch.G
 def _optimizer(name: str, image: Tensor) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam([image], lr=ADAM_LEARNING_RATE, fused=image.is_cuda)
-    history = max(5, min(LBFGS_HISTORY, LBFGS_MEMORY // (2 * image.numel() * image.element_size())))
-    return torch.optim.LBFGS([image], lr=1, max_iter=1, history_size=history, tolerance_grad=0, tolerance_change=0)
+    return LBFGS([image], history=max(5, min(LBFGS_HISTORY, LBFGS_MEMORY // (2 * image.numel() * image.element_size()))))
