@@ -6,7 +6,8 @@ its pair fell under that absolute threshold, and the next step was the raw gradi
 in one coarse-to-fine run the style loss jumped from 0.29 to 90 at the start of the last scale and
 had not recovered 44 steps later. Here every step is measured in what it does to the pixels:
 
-- the first step moves the most-changed pixel by FIRST_CHANGE (about 5 grey levels);
+- until a first pair is remembered, a step moves the most-changed pixel by FIRST_CHANGE (about
+  5 grey levels);
 - a pair enters the memory only if its curvature is positive relative to its length,
   s.y > CURVATURE_TOLERANCE |s| |y|, which does not depend on the scale of the loss;
 - no step moves any pixel by more than MAX_CHANGE; a longer one is shortened along its direction.
