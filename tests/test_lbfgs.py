@@ -55,3 +55,13 @@ def test_first_step_and_every_step_are_bounded_in_pixel_units():
     changes = [(b - a).abs().max().item() for a, b in zip(path, path[1:])]
     assert max(changes) <= lbfgs.MAX_CHANGE + 1e-6
     assert max(changes) > lbfgs.FIRST_CHANGE  # later steps follow the curvature, not the first bound
+
+
+def test_first_step_moves_pixels_with_small_gradients_about_as_far():
+    # The diagonal scaling 1 / sqrt(mean g^2): a plain first step -g would move the pixel with the
+    # smallest gradient here 100 times less than the one with the largest.
+    _, target = quadratic(1.0)
+    start = target + 0.1  # gradients 0.1 ... 10
+    moves = (iterates(1.0, 1, start)[0] - start).abs()
+    assert moves.max().item() == pytest.approx(lbfgs.FIRST_CHANGE, rel=1e-5)
+    assert moves.min() > 0.5 * moves.max()
