@@ -363,7 +363,7 @@ def distances(image: Image.Image, content: Image.Image, styles: Image.Image | Se
     return {"content": float(terms["content"]), "style": float(terms["style"])}
 
 
-def _closure(optimizer: torch.optim.Optimizer, objective: _Objective, image: Tensor, values: dict[str, Tensor]):
+def _closure(optimizer: torch.optim.Optimizer | LBFGS, objective: _Objective, image: Tensor, values: dict[str, Tensor]):
     """One evaluation: the loss terms into `values`, gradients into `image.grad`; returns the total."""
 
     def closure() -> Tensor:
@@ -461,15 +461,16 @@ def _glibc(function: str, *arguments: int) -> None:
 
 
 def warm_up(settings: Settings = Settings()) -> None:
-    """Load the network, its Winograd filters and torch's optimiser code now, so the first request
-    starts at full speed."""
+    """Load the network, its Winograd filters and the optimisers' code now (the first torch optimiser
+    made in a process imports torch._dynamo), so that the first request starts at full speed."""
     settings = settings.validated()
     device = resolve_device(settings.device)
     model = load_model(settings.weights, settings.pooling, str(device))
     if device.type == "cpu" and resolve_precision(settings.precision, device) == "fp32":
         with torch.inference_mode():
             model(torch.zeros(1, 3, 32, 32), {*settings.style_layers, settings.content_layer}, winograd=True)
-    _optimizer(settings.optimizer, torch.zeros(1, requires_grad=True))
+    for name in OPTIMIZERS:
+        _optimizer(name, torch.zeros(1, requires_grad=True))
 
 
 def _initial_image(init: str, content: Tensor, style: Tensor, generator: torch.Generator) -> Tensor:
@@ -480,7 +481,7 @@ def _initial_image(init: str, content: Tensor, style: Tensor, generator: torch.G
     return torch.rand(content.shape, generator=generator).to(content.device)
 
 
-def _optimizer(name: str, image: Tensor) -> torch.optim.Optimizer:
+def _optimizer(name: str, image: Tensor) -> torch.optim.Optimizer | LBFGS:
     if name == "adam":
         return torch.optim.Adam([image], lr=ADAM_LEARNING_RATE, fused=image.is_cuda)
-    return LBFGS([image], history=max(5, min(LBFGS_HISTORY, LBFGS_MEMORY // (2 * image.numel() * image.element_size()))))
+    return LBFGS(image, history=max(5, min(LBFGS_HISTORY, LBFGS_MEMORY // (2 * image.numel() * image.element_size()))))

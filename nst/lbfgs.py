@@ -38,13 +38,15 @@ GRADIENT_AVERAGING = 0.9
 DIAGONAL_FLOOR = 1e-3
 
 
-class LBFGS(torch.optim.Optimizer):
-    """Limited-memory BFGS over one tensor, `history` pairs, one closure evaluation a step."""
+class LBFGS:
+    """Limited-memory BFGS over one tensor, `history` pairs, one closure evaluation a step.
 
-    def __init__(self, params, history: int = 20):
-        super().__init__(params, {})
-        if len(self.param_groups) != 1 or len(self.param_groups[0]["params"]) != 1:
-            raise ValueError("LBFGS optimises exactly one tensor")
+    Not a torch.optim.Optimizer: the first of those made in a process imports torch._dynamo, 1.7 s
+    on two cores, which every CLI run would wait for.
+    """
+
+    def __init__(self, image: Tensor, history: int = 20):
+        self.image = image
         self.pairs: deque[tuple[Tensor, Tensor, Tensor]] = deque(maxlen=history)  # (s, y, 1 / s.y)
         self.inverse_curvature: Tensor | None = None  # s.y / y.D.y of the newest pair
         self.mean_square: Tensor | None = None  # running mean of g^2, per pixel
@@ -52,11 +54,17 @@ class LBFGS(torch.optim.Optimizer):
         self.previous_grad: Tensor | None = None
         self.previous_step: Tensor | None = None
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if set_to_none:
+            self.image.grad = None
+        elif self.image.grad is not None:
+            self.image.grad.zero_()
+
     @torch.no_grad()
     def step(self, closure):
         with torch.enable_grad():
             loss = closure()
-        (image,) = self.param_groups[0]["params"]
+        image = self.image
         grad = image.grad.reshape(-1)
         if self.mean_square is None:
             self.mean_square = grad * grad

@@ -16,7 +16,7 @@ def quadratic(scale: float, size: int = 400):
 def iterates(scale: float, steps: int, start: torch.Tensor) -> list[torch.Tensor]:
     loss_of, _ = quadratic(scale, start.numel())
     x = start.clone().requires_grad_(True)
-    optimizer = LBFGS([x], history=10)
+    optimizer = LBFGS(x, history=10)
 
     def closure():
         optimizer.zero_grad()
