@@ -190,9 +190,10 @@ stylize_endpoint = on_zero_gpu(run)
 
 
 def example_rows() -> list[list]:
-    pairs = [("chelsea", "starry_night", 1.0, 140, 512), ("astronaut", "hubble_deep_field", 1.3, 140, 512),
-             ("rocket", "graf1", 1.0, 140, 512), ("chelsea", "graf1", 0.7, 100, 384),
-             ("astronaut", "starry_night", 1.0, 140, 512)]
+    steps = DEFAULTS.steps
+    pairs = [("chelsea", "starry_night", 1.0, steps, 512), ("astronaut", "hubble_deep_field", 1.3, steps, 512),
+             ("rocket", "graf1", 1.0, steps, 512), ("chelsea", "graf1", 0.7, 100, 384),
+             ("astronaut", "starry_night", 1.0, steps, 512)]
     return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), w, n, px] for c, s, w, n, px in pairs]
 
 

@@ -46,7 +46,7 @@ MAX_WEIGHT = 1e12
 ADAM_LEARNING_RATE = 4 / 255
 MIN_SCALE_SIDE = 128
 # Each scale gets this many times the steps of the next finer one.
-SCALE_SHARE_RATIO = 2.0
+SCALE_SHARE_RATIO = 1.8
 # Above this long side memory comes before speed, to keep a 1024 px run on CPU within 2.5 GB: no
 # Winograd convolutions (their transformed filters hold 200 MB), and `use_memory_policy` hands
 # freed blocks back to the system instead of keeping them for the next step.
@@ -68,7 +68,7 @@ class SettingsError(ValueError):
 class Settings:
     """Everything that shapes a result. Defaults are chosen for a good 512 px picture fast on CPU."""
 
-    steps: int = 140
+    steps: int = 150
     size: int = 512
     optimizer: str = "lbfgs"
     content_weight: float = 1.0

@@ -49,7 +49,7 @@ def test_page_loads(page):
 def test_example_fills_the_inputs(page):
     page.locator("tbody tr").first.click()
     expect(page.locator("img[src*=chelsea]").first).to_be_visible(timeout=10_000)
-    expect(page.locator("#steps input[type=number]")).to_have_value("140")
+    expect(page.locator("#steps input[type=number]")).to_have_value(str(engine.Settings().steps))
     expect(page.locator("#size input[type=number]")).to_have_value("512")
     assert page.locator("img[src*='chelsea']").count() >= 1
     assert page.locator("img[src*='starry_night']").count() >= 1
