@@ -367,7 +367,7 @@ def _closure(optimizer: torch.optim.Optimizer | LBFGS, objective: _Objective, im
     """One evaluation: the loss terms into `values`, gradients into `image.grad`; returns the total."""
 
     def closure() -> Tensor:
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         values.clear()  # drop the last evaluation's autograd graph before building the next
         values.update(objective(image))
         values["total"].backward()

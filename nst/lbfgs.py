@@ -54,11 +54,8 @@ class LBFGS:
         self.previous_grad: Tensor | None = None
         self.previous_step: Tensor | None = None
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        if set_to_none:
-            self.image.grad = None
-        elif self.image.grad is not None:
-            self.image.grad.zero_()
+    def zero_grad(self) -> None:
+        self.image.grad = None
 
     @torch.no_grad()
     def step(self, closure):
