@@ -120,8 +120,7 @@ def parse_request(content, style, content_weight_log, style_weight_log, steps, s
 
 def status_line(frame) -> str:
     per_step = frame.elapsed / max(frame.step, 1)
-    left = per_step * (frame.steps - frame.step)
-    state = "done" if frame.done else f"~{left:.0f} s left"
+    state = "done" if frame.done else f"~{frame.seconds_left:.0f} s left"
     return (f"step {frame.step}/{frame.steps} · {frame.size[1]}×{frame.size[0]} px · {frame.elapsed:.1f} s · "
             f"{per_step:.2f} s/step · {state} · {frame.device} {frame.precision}")
 

@@ -98,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 def _report(frame, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"step": frame.step, "steps": frame.steps, "elapsed": round(frame.elapsed, 3),
-                          "size": list(frame.size), "losses": frame.losses, "done": frame.done}), flush=True)
+                          "seconds_left": round(frame.seconds_left, 1), "size": list(frame.size), "losses": frame.losses,
+                          "done": frame.done}), flush=True)
     width = 30
     filled = round(width * frame.step / frame.steps)
     per_step = frame.elapsed / max(frame.step, 1)
     line = (f"[{'#' * filled}{'.' * (width - filled)}] {frame.step}/{frame.steps} {frame.size[1]}x{frame.size[0]} "
-            f"{frame.elapsed:.1f}s {per_step:.2f}s/step loss {frame.losses['total']:.4g}")
+            f"{frame.elapsed:.1f}s {per_step:.2f}s/step ~{frame.seconds_left:.0f}s left loss {frame.losses['total']:.4g}")
     print(f"\r{line}" if sys.stderr.isatty() else line, end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
 
 

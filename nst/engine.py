@@ -218,6 +218,7 @@ class Frame:
     precision: str = "fp32"
     message: str = ""
     size: tuple[int, int] = field(default=(0, 0))  # (height, width) of `image`
+    seconds_left: float = 0.0  # to the end of the run, by `estimate_seconds_left`; 0 when done
 
 
 def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], settings: Settings = Settings()) -> Iterator[Frame]:
@@ -256,14 +257,17 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     image: Tensor | None = None
     last_frame = -math.inf
 
-    def frame(current: Tensor, values: dict[str, Tensor], done: bool, message: str = "") -> Frame:
+    schedule = scale_schedule(settings.size, settings.steps, settings.multiscale)
+
+    def frame(current: Tensor, values: dict[str, Tensor], done: bool, message: str = "", seconds_left: float = 0.0) -> Frame:
         if settings.preserve_colors == "luminance":
             current = images.with_chroma(current, images.resize(colour_source, tuple(current.shape[-2:])))
         return Frame(step, settings.steps, {name: float(value) for name, value in values.items()},
                      time.perf_counter() - started, images.to_pil(current), done, device.type, precision, message,
-                     tuple(current.shape[-2:]))
+                     tuple(current.shape[-2:]), seconds_left)
 
-    for side, scale_steps in scale_schedule(settings.size, settings.steps, settings.multiscale):
+    for scale_index, (side, scale_steps) in enumerate(schedule):
+        scale_started = time.perf_counter()
         height, width = images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image")
         content_scaled = images.resize(content_full, (height, width))
         objective = _Objective(model, content_scaled, style_full, settings, autocast, winograd)
@@ -281,7 +285,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         if device.type == "cuda" and scale_steps >= CUDA_GRAPH_MIN_STEPS:
             closure = _replayed(closure)
 
-        for _ in range(scale_steps):
+        for scale_step in range(1, scale_steps + 1):
             optimizer.step(closure)
             with torch.no_grad():
                 image.clamp_(0, 1)
@@ -298,7 +302,19 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
                             "showing the last good picture (try lower weights or fp32)")
                 return
             last_good = image.detach().clone()
-            yield frame(last_good, reported, final)
+            yield frame(last_good, reported, final,
+                        seconds_left=0.0 if final else estimate_seconds_left(schedule, scale_index, scale_step, now - scale_started))
+
+
+def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, scale_step: int, scale_seconds: float) -> float:
+    """Estimated seconds to the end of `schedule`, `scale_step` steps and `scale_seconds` into a scale.
+
+    A step is taken to cost its pixels' worth of this scale's steps. Finer scales use the cores
+    better, so estimates made on a coarse scale run high rather than low.
+    """
+    side, steps = schedule[scale_index]
+    per_pixel_step = scale_seconds / (scale_step * side**2)
+    return per_pixel_step * ((steps - scale_step) * side**2 + sum(n * later**2 for later, n in schedule[scale_index + 1:]))
 
 
 class _Objective:

@@ -24,7 +24,8 @@ def test_cli_writes_the_picture_and_json_frames(tmp_path):
     assert result.returncode == 0, result.stderr
     assert Image.open(output).size == (96, 64)
     frames = [json.loads(line) for line in result.stdout.splitlines()]
-    assert frames[-1]["step"] == 4 and frames[-1]["done"] is True
+    assert frames[-1]["step"] == 4 and frames[-1]["done"] is True and frames[-1]["seconds_left"] == 0
+    assert all(frame["seconds_left"] > 0 for frame in frames[:-1])
     assert set(frames[-1]["losses"]) == {"content", "style", "tv", "total"}
     assert "4/4" in result.stderr  # the progress bar
 
