@@ -50,7 +50,6 @@ class LBFGS:
         self.pairs: deque[tuple[Tensor, Tensor, Tensor]] = deque(maxlen=history)  # (s, y, 1 / s.y)
         self.inverse_curvature: Tensor | None = None  # s.y / y.D.y of the newest pair
         self.mean_square: Tensor | None = None  # running mean of g^2, per pixel
-        self.diagonal: Tensor | None = None  # D
         self.previous_grad: Tensor | None = None
         self.previous_step: Tensor | None = None
 
@@ -67,10 +66,10 @@ class LBFGS:
             self.mean_square = grad * grad
         else:
             self.mean_square.mul_(GRADIENT_AVERAGING).addcmul_(grad, grad, value=1 - GRADIENT_AVERAGING)
-        self.diagonal = (self.mean_square + DIAGONAL_FLOOR * self.mean_square.mean()).rsqrt_()
+        diagonal = (self.mean_square + DIAGONAL_FLOOR * self.mean_square.mean()).rsqrt_()
         if self.previous_grad is not None:
-            self._remember(self.previous_step, grad - self.previous_grad)
-        direction = self._direction(grad)
+            self._remember(self.previous_step, grad - self.previous_grad, diagonal)
+        direction = self._direction(grad, diagonal)
         first = self.inverse_curvature is None
         scale = (FIRST_CHANGE if first else MAX_CHANGE) / direction.abs().max().clamp_min(1e-30)
         direction.mul_(scale if first else scale.clamp(max=1.0))  # a tensor factor: no sync
@@ -78,13 +77,13 @@ class LBFGS:
         self.previous_grad, self.previous_step = grad.clone(), direction
         return loss
 
-    def _remember(self, step: Tensor, grad_change: Tensor) -> None:
+    def _remember(self, step: Tensor, grad_change: Tensor, diagonal: Tensor) -> None:
         curvature = step.dot(grad_change)
         if curvature > CURVATURE_TOLERANCE * step.norm() * grad_change.norm():
             self.pairs.append((step, grad_change, 1 / curvature))
-            self.inverse_curvature = curvature / grad_change.dot(self.diagonal * grad_change)
+            self.inverse_curvature = curvature / grad_change.dot(diagonal * grad_change)
 
-    def _direction(self, grad: Tensor) -> Tensor:
+    def _direction(self, grad: Tensor, diagonal: Tensor) -> Tensor:
         """-H g by the two-loop recursion, H the inverse Hessian estimate from gamma D and the remembered pairs."""
         direction = grad.neg()
         alphas = []
@@ -92,7 +91,7 @@ class LBFGS:
             alpha = step.dot(direction) * rho
             direction.sub_(grad_change * alpha)
             alphas.append(alpha)
-        direction.mul_(self.diagonal)
+        direction.mul_(diagonal)
         if self.inverse_curvature is not None:
             direction.mul_(self.inverse_curvature)
         for (step, grad_change, rho), alpha in zip(self.pairs, reversed(alphas), strict=True):
