@@ -121,9 +121,10 @@ def test_multiscale_goes_coarse_to_fine_and_ends_at_the_requested_size(content, 
     assert frames[-1].seconds_left == 0 and all(frame.seconds_left > 0 for frame in frames[:-1])
 
 
-def test_time_left_counts_the_steps_of_finer_scales_by_their_pixels():
-    # 10 steps at 128 px took 1 s: 5 more there take 0.5 s, and 5 at 256 px (4 times the pixels) 2 s.
-    assert engine.estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 1.0) == pytest.approx(2.5)
+def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
+    # 10 steps at 128 px took 1 s: 5 more there take 0.5 s, and 5 at 256 px 0.5 s times the cost per doubling.
+    expected = 0.5 + 0.5 * engine.STEP_COST_PER_DOUBLING
+    assert engine.estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 1.0) == pytest.approx(expected)
     assert engine.estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 3.0) == 0
 
 
