@@ -306,7 +306,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
                 return
             last_good = image.detach().clone()
             yield frame(last_good, reported, final,
-                        seconds_left=0.0 if final else estimate_seconds_left(schedule, scale_index, scale_step, now - scale_started))
+                        seconds_left=estimate_seconds_left(schedule, scale_index, scale_step, now - scale_started))
 
 
 def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, scale_step: int, scale_seconds: float) -> float:
