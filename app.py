@@ -251,7 +251,10 @@ with gr.Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS
     stylize_event = stylize_button.click(stylize_endpoint, inputs, [result, loss_plot, status, comparison],
                                          api_name="stylize", preprocess=False, concurrency_limit=CONCURRENCY,
                                          show_progress="minimal")
-    stop_button.click(lambda: "Stopped.", None, status, cancels=[stylize_event], api_name="stop", queue=False)
+    # "Stopped." only once the cancellation went through: set by the click itself, it was once seen
+    # replaced by a running step's status, presumably a frame still on its way.
+    stop_button.click(None, None, None, cancels=[stylize_event], api_name="stop", queue=False).then(
+        lambda: "Stopped.", None, status, queue=False)
 
 demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
 
