@@ -42,7 +42,7 @@ class VGG19Features(nn.Module):
     `forward(image, layers)` returns the activations at the named layers and runs no module past
     the deepest of them. ReLUs work in place, except right after a requested conv layer, whose
     output must survive; one right before max pooling rectifies the pooled map instead. With
-    `winograd=True`, on CPU in float32, the wide convolutions run by Winograd's algorithm (see
+    `winograd=True`, on CPU in float32 or float64, the wide convolutions run by Winograd's algorithm (see
     `nst.winograd`), whose transformed filters are made on first use.
     """
 
@@ -113,7 +113,7 @@ class VGG19Features(nn.Module):
     def _by_winograd(conv: nn.Conv2d, x: Tensor) -> bool:
         # Measured on two cores: 1.5-2.2x faster from 128 input and 256 output channels on,
         # slower than oneDNN on the narrower layers, whose transforms outweigh the saved products.
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu")
                 and conv.in_channels >= 128 and conv.out_channels >= 256)
 
     def _filters(self, index: int) -> Tensor:
