@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from nst.vgg import POOLINGS, RELU_LAYERS
 
 import gradio as gr
 import pandas as pd
+from gradio.exceptions import InvalidPathError
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 ON_GPU = resolve_device("auto").type != "cpu"
@@ -73,13 +77,33 @@ def _whole(name: str, value, low: int, high: int) -> int:
     return int(number)
 
 
+ONLY_UPLOADS = "send an image file uploaded to this app (gradio_client's handle_file does that); URLs and paths on the server are refused"
+
+
 def _image(payload, what: str):
     if payload is None:
         return None
     path = payload.get("path") if isinstance(payload, dict) else None
     if not path:
-        raise gr.Error(f"{what}: send an uploaded image file", print_exception=False)
+        raise gr.Error(f"{what}: {ONLY_UPLOADS}", print_exception=False)
+    if not Path(path).is_file():  # deleted from the upload cache; its path is the server's business
+        raise gr.Error(f"{what}: the uploaded file is no longer on the server (uploads are kept {CACHE_SECONDS // 60} minutes); "
+                       "upload it again", print_exception=False)
     return open_image(path, what)
+
+
+class Blocks(gr.Blocks):
+    """gr.Blocks whose refusal of a server path sent as a file says what to send instead.
+
+    Gradio refuses such a path before the event's function runs, with an InvalidPathError that
+    visitors see as a bare "Error" (its message names the path, so it is not shown as it is).
+    """
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except InvalidPathError:
+            raise gr.Error(f"images: {ONLY_UPLOADS}", print_exception=False) from None
 
 
 def parse_request(content, style, content_weight_log, style_weight_log, steps, size, style_layers, content_layer,
@@ -118,23 +142,90 @@ def parse_request(content, style, content_weight_log, style_weight_log, steps, s
         raise gr.Error(str(error), print_exception=False) from None
 
 
-def status_line(frame) -> str:
+def status_line(frame, state: str | None = None) -> str:
     per_step = frame.elapsed / max(frame.step, 1)
-    state = "done" if frame.done else f"~{frame.seconds_left:.0f} s left"
+    state = state or ("done" if frame.done else f"~{frame.seconds_left:.0f} s left")
     return (f"step {frame.step}/{frame.steps} · {frame.size[1]}×{frame.size[0]} px · {frame.elapsed:.1f} s · "
             f"{per_step:.2f} s/step · {state} · {frame.device} {frame.precision}")
 
 
-def run(*values):
+class StopRequests:
+    """Stop flags per session, which a run reads at each frame and ends on, keeping its picture.
+
+    Cancelling the event instead left red "Error" badges over the outputs about one Stop in five,
+    when the cancellation met a frame on its way. Stop sets every flag of its session: the running
+    run's, and those of runs still waiting in the queue, armed when Stylize was clicked.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[threading.Event]] = {}
+        self._running: dict[str, list[threading.Event]] = {}
+
+    def arm(self, session: str) -> None:
+        with self._lock:
+            self._waiting.setdefault(session, []).append(threading.Event())
+
+    @contextlib.contextmanager
+    def running(self, session: str) -> Iterator[threading.Event]:
+        """The flag of a run starting now: the oldest armed one of its session, or a new one."""
+        with self._lock:
+            waiting = self._waiting.get(session)
+            flag = waiting.pop(0) if waiting else threading.Event()
+            self._running.setdefault(session, []).append(flag)
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                self._running[session].remove(flag)
+                if not self._running[session]:
+                    del self._running[session]
+
+    def stop(self, session: str) -> None:
+        with self._lock:
+            for flag in self._waiting.get(session, []) + self._running.get(session, []):
+                flag.set()
+
+    def forget(self, session: str) -> None:
+        with self._lock:
+            self._waiting.pop(session, None)
+
+
+stop_requests = StopRequests()
+
+
+def arm_stop(request: gr.Request) -> None:
+    """Stylize was clicked: the run it queues can be stopped before it starts."""
+    stop_requests.arm(request.session_hash)
+
+
+def request_stop(request: gr.Request) -> None:
+    """Stop this session's run at its next frame, or before it starts if it is still waiting."""
+    stop_requests.stop(request.session_hash)
+
+
+def forget_session(request: gr.Request) -> None:
+    stop_requests.forget(request.session_hash)
+
+
+def run(content, style, content_weight_log, style_weight_log, steps, size, style_layers, content_layer, optimizer, init,
+        preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights, second_style, second_style_blend,
+        request: gr.Request):
     """The /stylize endpoint: streams (picture, loss plot, status, before/after) as the picture forms."""
     try:
-        yield from _run(*values)
+        with stop_requests.running(request.session_hash) as stop:
+            yield from _run(parse_request(content, style, content_weight_log, style_weight_log, steps, size, style_layers,
+                                          content_layer, optimizer, init, preserve_colors, multiscale, tv_weight, style_scale,
+                                          pooling, seed, weights, second_style, second_style_blend), stop)
     finally:  # finished, failed or cancelled: an idle server gives its working memory back
         release_freed_memory()
 
 
-def _run(*values):
-    content, styles, settings = parse_request(*values)
+def _run(request, stop: threading.Event):
+    content, styles, settings = request
+    if stop.is_set():
+        yield gr.skip(), gr.skip(), "Stopped before it started.", gr.skip()
+        return
     rows: list[dict] = []
     picture = None
     frames = stylize(content, styles, replace(settings, frame_interval=0.5))
@@ -146,6 +237,9 @@ def _run(*values):
             if frame.message:
                 gr.Warning(frame.message)
                 status = f"stopped: {frame.message}"
+            elif not done and stop.is_set():
+                frames.close()
+                status, done = f"Stopped. {status_line(frame, 'stopped')}", True
             elif not done and frame.elapsed > JOB_SECONDS:
                 frames.close()
                 status, done = f"stopped at the time limit of {JOB_SECONDS} s per picture: {status}", True
@@ -196,7 +290,7 @@ def example_rows() -> list[list]:
     return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), w, n, px] for c, s, w, n, px in pairs]
 
 
-with gr.Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS // 3), CACHE_SECONDS)) as demo:
+with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS // 3), CACHE_SECONDS)) as demo:
     gr.Markdown("# Neural Style Transfer\nDrop in a photo and a painting, press **Stylize**, and watch the photo "
                 "take on the painting's style step by step.")
     with gr.Row():
@@ -248,13 +342,11 @@ with gr.Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS
     inputs = [content_image, style_image, content_weight, style_weight, steps, size, style_layers, content_layer,
               optimizer, init, preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights,
               second_style, second_style_blend]
-    stylize_event = stylize_button.click(stylize_endpoint, inputs, [result, loss_plot, status, comparison],
-                                         api_name="stylize", preprocess=False, concurrency_limit=CONCURRENCY,
-                                         show_progress="minimal")
-    # "Stopped." only once the cancellation went through: set by the click itself, it was once seen
-    # replaced by a running step's status, presumably a frame still on its way.
-    stop_button.click(None, None, None, cancels=[stylize_event], api_name="stop", queue=False).then(
-        lambda: "Stopped.", None, status, queue=False)
+    stylize_button.click(arm_stop, None, None, queue=False, api_visibility="private").then(
+        stylize_endpoint, inputs, [result, loss_plot, status, comparison], api_name="stylize", preprocess=False,
+        concurrency_limit=CONCURRENCY, show_progress="minimal")
+    stop_button.click(request_stop, None, None, api_name="stop", queue=False)
+    demo.unload(forget_session)
 
 demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -45,6 +45,8 @@ MAX_WEIGHT = 1e12
 # Adam's step in RGB units of [0, 1] (about 4 grey levels), for each scale of the schedule.
 ADAM_LEARNING_RATE = 4 / 255
 MIN_SCALE_SIDE = 128
+# ... and the coarsest scale's short side at least this: a 6:1 picture starts at 384x64, not 128x21.
+MIN_SCALE_SHORT_SIDE = 64
 # Each scale gets this many times the steps of the next finer one.
 SCALE_SHARE_RATIO = 1.8
 # Above this long side memory comes before speed, to keep a 1024 px run on CPU within 2.5 GB: no
@@ -58,10 +60,6 @@ STEP_COST_PER_DOUBLING = 2.8
 CUDA_GRAPH_MIN_STEPS = 10
 LBFGS_HISTORY = 20
 LBFGS_MEMORY = 200 * 2**20  # bytes for L-BFGS's history: each pair holds two image-sized vectors
-
-# Optimisation steps taken by every stylize() in this process: shows a caller that work stopped.
-steps_taken = 0
-
 
 class SettingsError(ValueError):
     """A setting out of range; the message names the allowed values."""
@@ -154,6 +152,12 @@ def _check_weights(name: str, weights: Sequence[float] | None, expected: int) ->
     return tuple(value / total for value in weights)
 
 
+def available_devices() -> list[str]:
+    """The devices this machine has, as `--device` takes them: cpu, then cuda:0 ..., then mps."""
+    devices = ["cpu"] + [f"cuda:{index}" for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    return devices + (["mps"] if torch.backends.mps.is_available() else [])
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -164,10 +168,11 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as error:
-        raise SettingsError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from error
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, False):
-        raise SettingsError(f"device {name!r} is not available here; use auto or cpu")
+        raise SettingsError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from error
+    here = available_devices()
+    index = device.index or 0
+    if not any(present.split(":")[0] == device.type and int(present.partition(":")[2] or 0) == index for present in here):
+        raise SettingsError(f"device {name!r} is not available here; this machine has {', '.join(here)} (or use auto)")
     return device
 
 
@@ -191,15 +196,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def scale_schedule(size: int, steps: int, multiscale: bool) -> list[tuple[int, int]]:
+def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0) -> list[tuple[int, int]]:
     """[(long side, steps)] coarse to fine, ending at `size`; the steps add up to `steps`.
 
     The sides grow geometrically from MIN_SCALE_SIDE, by at most 2x a scale (128, 256, 512 for 512;
-    128, 222, 384 for 384). Coarse scales cost a fraction as much per step as the next, so they take
-    the larger share of the steps.
+    128, 222, 384 for 384); for a picture with a long side `aspect` times its short side, from where
+    the short side is MIN_SCALE_SHORT_SIDE if that is larger (384, 512 at 6:1). Coarse scales cost a
+    fraction as much per step as the next, so they take the larger share of the steps.
     """
-    count = math.ceil(math.log2(size / MIN_SCALE_SIDE)) + 1 if multiscale and size > MIN_SCALE_SIDE else 1
-    sides = [round(size * (MIN_SCALE_SIDE / size) ** ((count - 1 - i) / (count - 1))) for i in range(count - 1)] + [size]
+    coarsest = max(MIN_SCALE_SIDE, math.ceil(MIN_SCALE_SHORT_SIDE * aspect))
+    count = math.ceil(math.log2(size / coarsest)) + 1 if multiscale and size > coarsest else 1
+    sides = [round(size * (coarsest / size) ** ((count - 1 - i) / (count - 1))) for i in range(count - 1)] + [size]
     sides = sides[-steps:]
     shares = [SCALE_SHARE_RATIO**i for i in range(len(sides) - 1, -1, -1)]
     counts = [int(steps * share / sum(shares)) for share in shares]
@@ -224,13 +231,15 @@ class Frame:
     seconds_left: float = 0.0  # to the end of the run, by `estimate_seconds_left`; 0 when done
 
 
-def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], settings: Settings = Settings()) -> Iterator[Frame]:
+def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], settings: Settings = Settings(),
+            on_step: Callable[[int, Tensor], None] | None = None) -> Iterator[Frame]:
     """Optimise a picture with `content`'s arrangement in the style of `styles`, yielding Frames.
 
     Frames come at most every `settings.frame_interval` seconds, and always at the end (`done`).
     Closing the generator stops the work at the frame it is paused on; no VGG pass runs after that.
+    `on_step(step, picture)`, if given, is called after every step with the picture being optimised
+    (at the current scale, RGB in [0, 1]; the tensor itself, not a copy).
     """
-    global steps_taken
     styles = [styles] if isinstance(styles, Image.Image) else list(styles)
     if not styles:
         raise ImageError("give at least one style image")
@@ -243,8 +252,8 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     model = load_model(settings.weights, settings.pooling, str(device))
 
     content_full = images.load_tensor(content, settings.size, device, "content image")
-    style_side = max(images.MIN_SIDE, round(settings.size * settings.style_scale))
-    style_full = [images.load_tensor(style, style_side, device, "style image") for style in styles]
+    style_side = round(settings.size * settings.style_scale)
+    style_full = [images.load_style_tensor(style, style_side, device) for style in styles]
     colour_source = content_full
     if settings.preserve_colors == "histogram":
         style_full = [images.match_histogram(style, content_full) for style in style_full]
@@ -258,16 +267,30 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     winograd = device.type == "cpu" and precision == "fp32" and settings.size <= LARGE_PICTURE
     step = 0
     image: Tensor | None = None
+    last_good, last_good_step = None, 0
     last_frame = -math.inf
+    values: dict[str, Tensor] = {}
+    # The first step whose loss was not finite (0: none yet): kept on the device, read only where
+    # a picture is about to be shown or carried to the next scale, so that no step waits for a sync.
+    first_bad_step = torch.zeros((), dtype=torch.long, device=device)
 
-    schedule = scale_schedule(settings.size, settings.steps, settings.multiscale)
+    aspect = max(content_full.shape[-2:]) / min(content_full.shape[-2:])
+    schedule = scale_schedule(settings.size, settings.steps, settings.multiscale, aspect)
 
     def frame(current: Tensor, values: dict[str, Tensor], done: bool, message: str = "", seconds_left: float = 0.0) -> Frame:
         if settings.preserve_colors == "luminance":
             current = images.with_chroma(current, images.resize(colour_source, tuple(current.shape[-2:])))
-        return Frame(step, settings.steps, {name: float(value) for name, value in values.items()},
+        return Frame(step, settings.steps, {name: float(value.detach()) for name, value in values.items()},
                      time.perf_counter() - started, images.to_pil(current), done, device.type, precision, message,
                      tuple(current.shape[-2:]), seconds_left)
+
+    def failure() -> str:
+        """Empty while every loss so far and the picture are finite, else what went wrong."""
+        bad_step = int(first_bad_step)
+        if not bad_step and bool(torch.isfinite(image).all()):
+            return ""
+        what = f"the loss became infinite or NaN at step {bad_step}" if bad_step else f"the picture became NaN at step {step}"
+        return f"{what}; showing the last good picture, from step {last_good_step} (try lower weights or fp32)"
 
     for scale_index, (side, scale_steps) in enumerate(schedule):
         height, width = images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image")
@@ -275,14 +298,17 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         objective = _Objective(model, content_scaled, style_full, settings, autocast, winograd)
         if image is None:
             image = _initial_image(settings.init, content_scaled, style_full[0], generator)
+        elif message := failure():
+            yield frame(last_good, values, True, message)
+            return
         else:
             image = images.resize(image.detach(), (height, width))
         # The image stays contiguous (L-BFGS flattens it); the channels-last weights make every
         # activation after the first convolution channels-last.
         image = image.contiguous().requires_grad_(True)
         optimizer = _optimizer(settings.optimizer, image)
-        last_good = image.detach().clone()
-        values: dict[str, Tensor] = {}
+        last_good, last_good_step = image.detach().clone(), step
+        values = {}
         closure = _closure(optimizer, objective, image, values)
         if device.type == "cuda" and scale_steps >= CUDA_GRAPH_MIN_STEPS:
             closure = _replayed(closure)
@@ -290,21 +316,23 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         scale_started = time.perf_counter()
         for scale_step in range(1, scale_steps + 1):
             optimizer.step(closure)
-            with torch.no_grad():
-                image.clamp_(0, 1)
+            if settings.optimizer == "adam":  # L-BFGS projects its own steps onto [0, 1]
+                with torch.no_grad():
+                    image.clamp_(0, 1)
             step += 1
-            steps_taken += 1
+            first_bad_step.copy_(torch.where((first_bad_step == 0) & ~torch.isfinite(values["total"]), step, first_bad_step))
+            if on_step is not None:
+                on_step(step, image.detach())
             final = step == settings.steps
             now = time.perf_counter()
             if not final and now - last_frame < settings.frame_interval:
                 continue
             last_frame = now
             reported = {name: value.detach().clone() for name, value in values.items()}
-            if not all(math.isfinite(float(value)) for value in reported.values()):
-                yield frame(last_good, reported, True, f"the loss became infinite or NaN at step {step}; "
-                            "showing the last good picture (try lower weights or fp32)")
+            if message := failure():
+                yield frame(last_good, reported, True, message)
                 return
-            last_good = image.detach().clone()
+            last_good, last_good_step = image.detach().clone(), step
             yield frame(last_good, reported, final,
                         seconds_left=estimate_seconds_left(schedule, scale_index, scale_step, now - scale_started))
 
@@ -326,12 +354,12 @@ class _Objective:
     def __init__(self, model, content: Tensor, styles: list[Tensor], settings: Settings, autocast, winograd: bool = False):
         self.model, self.settings, self.autocast, self.winograd = model, settings, autocast, winograd
         self.layers = set(settings.style_layers) | {settings.content_layer}
-        style_side = max(images.MIN_SIDE, round(max(content.shape[-2:]) * settings.style_scale))
+        style_side = round(max(content.shape[-2:]) * settings.style_scale)
         with torch.inference_mode(), autocast:
             self.content_target = model(content, [settings.content_layer], winograd)[settings.content_layer].float().clone()
             self.grams: dict[str, Tensor] = {}  # blended Gram matrices per position: A / M
             for style, blend in zip(styles, settings.style_blend, strict=True):
-                height, width = images.working_size(style.shape[-1], style.shape[-2], style_side, "style image")
+                height, width = images.style_size(style.shape[-1], style.shape[-2], style_side)
                 scaled = images.resize(style, (height, width))
                 features = model(scaled, settings.style_layers, winograd)
                 for layer in settings.style_layers:
@@ -503,4 +531,5 @@ def _initial_image(init: str, content: Tensor, style: Tensor, generator: torch.G
 def _optimizer(name: str, image: Tensor) -> torch.optim.Optimizer | LBFGS:
     if name == "adam":
         return torch.optim.Adam([image], lr=ADAM_LEARNING_RATE, fused=image.is_cuda)
-    return LBFGS(image, history=max(5, min(LBFGS_HISTORY, LBFGS_MEMORY // (2 * image.numel() * image.element_size()))))
+    history = max(5, min(LBFGS_HISTORY, LBFGS_MEMORY // (2 * image.numel() * image.element_size())))
+    return LBFGS(image, history=history, bounds=(0.0, 1.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -79,6 +80,14 @@ def working_size(width: int, height: int, long_side: int, what: str = "image") -
     return new_height, new_width
 
 
+def style_size(width: int, height: int, long_side: int, what: str = "style image") -> tuple[int, int]:
+    """(height, width) of a style image for a picture of this long side: like `working_size`, but a
+    narrow style image is enlarged until its short side is MIN_SIDE rather than refused. Its Gram
+    matrices are statistics over positions, so its size need not match the picture's."""
+    aspect = max(width, height) / min(width, height)
+    return working_size(width, height, max(long_side, math.ceil(MIN_SIDE * aspect)), what)
+
+
 def to_tensor(image: Image.Image, device: torch.device | str = "cpu") -> Tensor:
     """PIL RGB -> (1, 3, H, W) float32 in [0, 1]."""
     data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
@@ -102,6 +111,11 @@ def resize(tensor: Tensor, size: tuple[int, int]) -> Tensor:
 
 def load_tensor(image: Image.Image, long_side: int, device: torch.device | str, what: str = "image") -> Tensor:
     height, width = working_size(image.width, image.height, long_side, what)
+    return resize(to_tensor(image, device), (height, width))
+
+
+def load_style_tensor(image: Image.Image, long_side: int, device: torch.device | str, what: str = "style image") -> Tensor:
+    height, width = style_size(image.width, image.height, long_side, what)
     return resize(to_tensor(image, device), (height, width))
 
 

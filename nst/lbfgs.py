@@ -10,7 +10,9 @@ had not recovered 44 steps later. Here every step is measured in what it does to
   5 grey levels);
 - a pair enters the memory only if its curvature is positive relative to its length,
   s.y > CURVATURE_TOLERANCE |s| |y|, which does not depend on the scale of the loss;
-- no step moves any pixel by more than MAX_CHANGE; a longer one is shortened along its direction.
+- no step moves any pixel by more than MAX_CHANGE; a longer one is shortened along its direction;
+- with `bounds`, each step is projected onto them (pixels stay in [0, 1]) and the pair remembers the
+  projected move.
 
 The initial inverse Hessian, which the remembered pairs then correct, is not the usual multiple of
 the identity but a diagonal one, gamma D: D = 1 / sqrt(running mean of g^2) per pixel, as in Adam
@@ -45,8 +47,9 @@ class LBFGS:
     on two cores, which every CLI run would wait for.
     """
 
-    def __init__(self, image: Tensor, history: int = 20):
+    def __init__(self, image: Tensor, history: int = 20, bounds: tuple[float, float] | None = None):
         self.image = image
+        self.bounds = bounds
         self.pairs: deque[tuple[Tensor, Tensor, Tensor]] = deque(maxlen=history)  # (s, y, 1 / s.y)
         self.inverse_curvature: Tensor | None = None  # s.y / y.D.y of the newest pair
         self.mean_square: Tensor | None = None  # running mean of g^2, per pixel
@@ -73,7 +76,15 @@ class LBFGS:
         first = self.inverse_curvature is None
         scale = (FIRST_CHANGE if first else MAX_CHANGE) / direction.abs().max().clamp_min(1e-30)
         direction.mul_(scale if first else scale.clamp(max=1.0))  # a tensor factor: no sync
-        image.add_(direction.view_as(image))
+        if self.bounds is None:
+            image.add_(direction.view_as(image))
+        else:
+            # Projected onto the bounds; the step remembered is the move made, not the one asked for:
+            # remembering the latter, pixels held at a bound stalled the iteration far from the minimum.
+            flat = image.view(-1)
+            moved = (flat + direction).clamp_(*self.bounds)
+            direction = moved - flat
+            flat.copy_(moved)
         self.previous_grad, self.previous_step = grad.clone(), direction
         return loss
 

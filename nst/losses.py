@@ -33,8 +33,13 @@ def content_loss(generated: Tensor, target: Tensor) -> Tensor:
 
 
 def gram(features: Tensor) -> Tensor:
-    """G = F F^T: inner products between the feature maps of an (N, M) matrix."""
-    return _Gram.apply(_at_least_fp32(features))
+    """G = F F^T: inner products between the feature maps of an (N, M) matrix, in float32 or wider.
+
+    Also under autocast, which would otherwise run the product in bfloat16: a sum over every
+    position of the picture needs float32's 24 bits.
+    """
+    with torch.autocast(features.device.type, enabled=False):
+        return _Gram.apply(_at_least_fp32(features))
 
 
 class _Gram(torch.autograd.Function):

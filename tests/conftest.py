@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,24 @@ def server_url():
         yield app.demo.local_url.rstrip("/")
     finally:
         app.demo.close()
+
+
+def cpu_seconds(window: float = 1.5) -> float:
+    """CPU seconds this test process used over `window` seconds: the in-process server's engine uses
+    both cores while it optimises (about 2.5 s in 1.5 s here) and next to none when idle (about 0.15)."""
+    import psutil
+
+    process = psutil.Process()
+    before = sum(process.cpu_times()[:2])
+    time.sleep(window)
+    return sum(process.cpu_times()[:2]) - before
+
+
+def engine_is_busy() -> bool:
+    return cpu_seconds() > 1.0
+
+
+def engine_is_idle(settle: float = 1.5) -> bool:
+    """True once the engine has stopped: after `settle` seconds (one frame interval and one step), idle."""
+    time.sleep(settle)
+    return cpu_seconds() < 0.45

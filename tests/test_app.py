@@ -12,7 +12,7 @@ import app
 from nst import engine
 
 from . import raw_http
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, engine_is_busy, engine_is_idle
 
 CONTENT = str(EXAMPLES / "chelsea.jpg")
 STYLE = str(EXAMPLES / "starry_night.jpg")
@@ -32,17 +32,31 @@ def _fn(api_name):
     return next(fn for fn in app.demo.fns.values() if fn.api_name == api_name)
 
 
-def test_blocks_expose_stylize_and_a_stop_that_cancels_it():
+def test_blocks_expose_stylize_and_stop():
     stylize = _fn("stylize")
     stop = _fn("stop")
     assert stylize.concurrency_limit == 1
     assert stylize.preprocess is False  # the function validates raw values itself
     assert stylize.inputs[0].type == "filepath"
-    cancelling = [fn for fn in app.demo.fns.values() if stylize._id in fn.cancels]
-    assert [fn.targets for fn in cancelling] == [stop.targets]  # a click on Stop cancels /stylize
+    assert stop.queue is False  # a Stop is heard while the queue is busy with the run it stops
     assert app.demo._queue.max_size == app.QUEUE_SIZE
     assert app.demo.delete_cache is not None
     assert app.demo.config["components"]  # the layout builds
+
+
+def test_stop_reaches_the_running_and_the_waiting_runs_of_its_session_only():
+    stops = app.StopRequests()
+    with stops.running("tab") as running:
+        stops.arm("tab")  # two more clicks on Stylize while it runs
+        stops.arm("tab")
+        stops.stop("tab")
+        assert running.is_set()
+    for _ in range(2):
+        with stops.running("tab") as waited:
+            assert waited.is_set()  # stops before it starts
+    stops.arm("tab")
+    with stops.running("tab") as later, stops.running("another tab") as elsewhere:
+        assert not later.is_set() and not elsewhere.is_set()
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +85,24 @@ def test_cancel_stops_the_engine(client):
     while len(job.outputs()) < 2 and time.time() < deadline:
         time.sleep(0.1)
     assert len(job.outputs()) >= 2
+    assert engine_is_busy()
     job.cancel()
-    time.sleep(1.5)  # one frame interval plus one step
-    stopped_at = engine.steps_taken
-    time.sleep(2.0)
-    assert engine.steps_taken == stopped_at
-    assert stopped_at < 1000
+    assert engine_is_idle()
+
+
+@pytest.mark.server
+def test_stop_ends_this_clients_run_with_its_picture(server_url):
+    client = Client(server_url, verbose=False)
+    job = client.submit(*request(steps=1000, size=128), api_name="/stylize")
+    deadline = time.time() + 60
+    while len(job.outputs()) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    client.predict(api_name="/stop")
+    outputs = list(job)
+    picture, _, status, comparison = outputs[-1]
+    assert status.startswith("Stopped.") and "/1000" in status
+    assert max(Image.open(picture).size) == 128 and comparison is not None
+    assert engine_is_idle()
 
 
 BAD_INPUTS = [

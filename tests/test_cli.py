@@ -4,10 +4,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from .conftest import EXAMPLES, ROOT
 
+# One past the last GPU this machine has: absent on every machine, with or without CUDA.
+ABSENT_GPU = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
 CONTENT = str(EXAMPLES / "chelsea.jpg")
 STYLE = str(EXAMPLES / "starry_night.jpg")
 
@@ -50,7 +53,7 @@ def test_cli_save_every_and_two_styles(tmp_path):
     ([CONTENT, STYLE, "--style-blend", "1", "1"], "style blend: give 1 values"),
     ([CONTENT, STYLE, "--weights", "nowhere.safetensors"], "weights file not found"),
     ([CONTENT, STYLE, "--size", "big"], "argument --size: invalid int value"),
-    ([CONTENT, STYLE, "--device", "cuda:7"], "device 'cuda:7' is not available"),
+    ([CONTENT, STYLE, "--device", ABSENT_GPU], f"device '{ABSENT_GPU}' is not available here; this machine has cpu"),
 ])
 def test_cli_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
     result = nst(*args, "-o", tmp_path / "out.png", "--steps" if "--steps" not in args else "--seed", "1")

@@ -1,3 +1,4 @@
+import math
 from dataclasses import replace
 
 import pytest
@@ -63,14 +64,15 @@ def test_frames_are_throttled(content, style):
 
 
 def test_closing_the_generator_stops_the_work(content, style):
-    run = stylize(content, style, replace(FAST, steps=50))
+    steps = []
+    run = stylize(content, style, replace(FAST, steps=50), on_step=lambda step, image: steps.append(step))
     next(run)
     next(run)
-    before = engine.steps_taken
+    assert steps == [1, 2]
     run.close()
-    assert engine.steps_taken == before
     with pytest.raises(StopIteration):
         next(run)
+    assert steps == [1, 2]
 
 
 def test_same_seed_same_image_and_another_seed_another(content, style):
@@ -96,6 +98,10 @@ def test_luminance_mode_keeps_the_content_chroma(content, style):
     assert changed > 3 * kept
 
 
+def _mean_colour(image: Image.Image) -> torch.Tensor:
+    return images.to_tensor(image).mean(dim=(0, 2, 3))
+
+
 def test_histogram_matching_gives_the_style_the_content_colours(content, style):
     content_tensor = images.load_tensor(content, 64, "cpu")
     style_tensor = images.load_tensor(style, 64, "cpu")
@@ -103,8 +109,12 @@ def test_histogram_matching_gives_the_style_the_content_colours(content, style):
     content_mean = content_tensor.mean(dim=(0, 2, 3))
     assert (matched.mean(dim=(0, 2, 3)) - content_mean).abs().max() < 0.03
     assert (style_tensor.mean(dim=(0, 2, 3)) - content_mean).abs().max() > 0.1
-    result = list(stylize(content, style, replace(FAST, preserve_colors="histogram")))[-1]
-    assert result.done
+    # A run from noise takes its colours from the style's statistics: the content's with histogram matching.
+    settings = replace(FAST, steps=30, init="noise")
+    plain = list(stylize(content, style, settings))[-1].image
+    kept = list(stylize(content, style, replace(settings, preserve_colors="histogram")))[-1].image
+    reference = _mean_colour(content)
+    assert (_mean_colour(kept) - reference).norm() < 0.5 * (_mean_colour(plain) - reference).norm()
 
 
 def test_multiscale_goes_coarse_to_fine_and_ends_at_the_requested_size(content, style):
@@ -121,6 +131,30 @@ def test_multiscale_goes_coarse_to_fine_and_ends_at_the_requested_size(content, 
     assert frames[-1].seconds_left == 0 and all(frame.seconds_left > 0 for frame in frames[:-1])
 
 
+def test_coarse_scales_keep_a_short_side_of_64_px():
+    assert [side for side, _ in scale_schedule(512, 100, True, aspect=1.5)] == [128, 256, 512]
+    assert [side for side, _ in scale_schedule(512, 100, True, aspect=4)] == [256, 512]
+    assert [side for side, _ in scale_schedule(512, 100, True, aspect=6)] == [384, 512]
+    assert scale_schedule(512, 100, True, aspect=8) == [(512, 100)]
+
+
+@pytest.mark.parametrize("box", [(0, 0, 448, 56), (0, 100, 450, 175), (200, 0, 237, 296), (200, 0, 250, 300)],
+                         ids=["8:1", "6:1", "1:8", "1:6"])
+def test_defaults_make_pictures_from_8_to_1_to_1_to_8(content, style, box):
+    strip = content.crop(box)
+    frames = list(stylize(strip, style, replace(Settings(), steps=4, frame_interval=0)))
+    final = frames[-1]
+    assert final.done and not final.message
+    assert max(final.image.size) == 512
+    assert final.image.width / final.image.height == pytest.approx(strip.width / strip.height, rel=0.05)
+
+
+@pytest.mark.parametrize("box", [(0, 0, 448, 56), (200, 0, 237, 296)], ids=["8:1", "1:8"])
+def test_a_narrow_style_image_is_enlarged_at_coarse_scales(content, style, box):
+    final = list(stylize(content.crop((100, 0, 400, 300)), content.crop(box), replace(FAST, size=256, steps=3)))[-1]
+    assert final.done and not final.message and final.image.size == (256, 256)
+
+
 def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
     # 10 steps at 128 px took 1 s: 5 more there take 0.5 s, and 5 at 256 px 0.5 s times the cost per doubling.
     expected = 0.5 + 0.5 * engine.STEP_COST_PER_DOUBLING
@@ -128,9 +162,20 @@ def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
     assert engine.estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 3.0) == 0
 
 
-def test_several_styles_blend(content, style, second_style):
-    frames = list(stylize(content, [style, second_style], replace(FAST, style_blend=(3, 1), steps=2)))
-    assert frames[-1].done
+def test_several_styles_blend_by_their_weights(content, style, second_style):
+    settings = replace(FAST, steps=15, frame_interval=3600)
+
+    def result(styles, blend=None):
+        return list(stylize(content, styles, replace(settings, style_blend=blend)))[-1].image
+
+    assert result([style, second_style], (1, 0)).tobytes() == result(style).tobytes()
+    toward_first, toward_second = result([style, second_style], (3, 1)), result([style, second_style], (1, 3))
+
+    def distance(image, to):
+        return distances(image, content, to, settings)["style"]
+
+    assert distance(toward_first, style) < distance(toward_second, style)
+    assert distance(toward_second, second_style) < distance(toward_first, second_style)
     with pytest.raises(SettingsError, match="style blend: give 2 values"):
         next(stylize(content, [style, second_style], replace(FAST, style_blend=(1,))))
 
@@ -146,7 +191,9 @@ def test_several_styles_blend(content, style, second_style):
     ({"content_layer": "relu6_1"}, "unknown content layer"),
     ({"style_layer_weights": (0.0,) * 5}, "must not all be zero"),
     ({"optimizer": "sgd"}, "unknown optimizer"),
-    ({"device": "tpu"}, "device"),
+    ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"device": f"cuda:{torch.cuda.device_count()}"}, "is not available here; this machine has cpu"),
+    ({"device": "cpu:1"}, "device 'cpu:1' is not available here"),
     ({"weights": "vgg16"}, "weights must be"),
     ({"style_scale": 0.0}, "style scale"),
 ])
@@ -172,6 +219,31 @@ def test_non_finite_loss_stops_with_the_last_good_picture(content, style, tmp_pa
     assert "NaN" in frames[0].message and "last good picture" in frames[0].message
     start = images.to_pil(images.load_tensor(content, 64, "cpu"))
     assert frames[0].image.tobytes() == start.tobytes()
+
+
+def _poison(at_step: int):
+    """An on_step that turns the picture into NaN after step `at_step`, as a diverging step would."""
+    def on_step(step, image):
+        if step == at_step:
+            image.fill_(math.nan)
+    return on_step
+
+
+def test_nan_between_frames_is_caught_at_the_next_frame_with_its_step(content, style):
+    frames = list(stylize(content, style, replace(FAST, steps=8, multiscale=False, frame_interval=3600), on_step=_poison(3)))
+    assert [frame.step for frame in frames] == [1, 8]
+    assert frames[-1].done and "at step 4" in frames[-1].message and "from step 1" in frames[-1].message
+    assert frames[-1].image.tobytes() == frames[0].image.tobytes()
+
+
+def test_nan_after_a_scales_last_frame_is_caught_before_the_next_scale(content, style):
+    settings = replace(FAST, size=256, steps=8, frame_interval=3600)
+    assert scale_schedule(256, 8, True, aspect=1.5) == [(128, 5), (256, 3)]
+    frames = list(stylize(content, style, settings, on_step=_poison(5)))
+    assert [frame.step for frame in frames] == [1, 5]
+    final = frames[-1]
+    assert final.done and "NaN at step 5" in final.message and "from step 1" in final.message
+    assert final.image.tobytes() == frames[0].image.tobytes()  # the last good picture, not NaN upscaled
 
 
 def test_quality_style_distance_halves_and_content_stays(content, style):

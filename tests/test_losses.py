@@ -56,3 +56,14 @@ def test_gram_gradient_matches_autograd_in_both_layouts():
     matrix = reference.reshape(3, 20)
     ((matrix @ matrix.T) * weights).sum().backward()
     assert torch.allclose(activations.grad, reference.grad)
+
+
+def test_gram_and_loss_sums_stay_float32_under_bf16_autocast():
+    features = torch.randn(1, 8, 6, 5).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        matrix = losses.as_matrix(features)
+        assert torch.mm(matrix, matrix.T).dtype == torch.bfloat16  # what autocast does to a plain product
+        gram = losses.gram(matrix)
+        assert gram.dtype == torch.float32
+        assert losses.style_layer_loss(gram, gram.detach() * 0.5, 8, 30).dtype == torch.float32
+        assert losses.content_loss(features, features.float() * 0.5).dtype == torch.float32

