@@ -36,6 +36,17 @@ def test_gradients_reach_only_the_image(content, style):
     assert all(parameter.grad is None for parameter in model.parameters())
 
 
+def test_under_bf16_autocast_targets_and_terms_are_float32(content, style):
+    settings = Settings(precision="bf16").validated()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+    content_tensor = images.load_tensor(content, 64, "cpu")
+    objective = _Objective(load_model(), content_tensor, [images.load_tensor(style, 64, "cpu")], settings, autocast)
+    assert objective.content_target.dtype == torch.float32
+    assert {gram.dtype for gram in objective.grams.values()} == {torch.float32}
+    with torch.inference_mode():
+        assert {term.dtype for term in objective(content_tensor).values()} == {torch.float32}
+
+
 def test_weighted_terms_keep_their_ratio_across_sizes(content, style):
     """A 50/50 blend of content and style: weighted content / weighted style at 128 px vs 512 px."""
     ratios = []
