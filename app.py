@@ -12,28 +12,29 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-# nst first: importing it caps Pillow's pixel limit before Gradio decodes any upload.
-from nst import ImageError, Settings, SettingsError, WeightsError, open_image, stylize
-from nst.engine import (COLOR_MODES, DEFAULT_STYLE_LAYERS, INITS, OPTIMIZERS, check_number, release_freed_memory, resolve_device,
-                        reuse_freed_memory, warm_up)
-from nst.vgg import POOLINGS, RELU_LAYERS
-
 import gradio as gr
 import pandas as pd
 from gradio.exceptions import InvalidPathError
 
+from nst import ImageError, Settings, SettingsError, WeightsError, open_image, stylize
+from nst.engine import warm_up
+from nst.runtime import release_freed_memory, resolve_device, reuse_freed_memory
+from nst.settings import check_number, declaration
+
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 ON_GPU = resolve_device("auto").type != "cpu"
-MAX_SIZE = 2048 if ON_GPU else 1024
-MAX_STEPS = 2000 if ON_GPU else 1000
+# This server's policy on top of the settings' declarations: a shared CPU is slow, so smaller
+# pictures, fewer steps and a time limit per picture (a job that runs longer stops and keeps its picture).
+LIMITS = {"size": 2048 if ON_GPU else 1024, "steps": 2000 if ON_GPU else 1000}
+JOB_SECONDS = 600 if ON_GPU else 300
 MAX_FILE_SIZE = "10mb"
 QUEUE_SIZE = 8
-JOB_SECONDS = 600 if ON_GPU else 300  # a job that runs longer stops and keeps its picture
 # Uploads and results are deleted this many seconds after they were made (checked every third of it).
 CACHE_SECONDS = int(os.environ.get("NST_CACHE_SECONDS", "1800"))
 CONCURRENCY = 1  # one optimisation at a time: two would share the same cores and both run slower
 WEIGHT_CHOICES = [("Embedded VGG19 (Caffe, offline)", "embedded"),
                   ("ImageNet VGG19 from the Hugging Face Hub (downloads ~575 MB on first use)", "imagenet")]
+SERVER_WEIGHTS = [value for _, value in WEIGHT_CHOICES]
 DEFAULTS = Settings()
 
 HOW_IT_WORKS = """
@@ -55,26 +56,30 @@ HOW_IT_WORKS = """
 It works coarse to fine: most steps run on a small version of the picture (fast), then on the full size.
 """
 
-# The process keeps freed memory during a run for speed (see reuse_freed_memory) and gives it back
-# after each run; the largest CPU picture, 1024 px, peaks far inside a 16 GB Space.
-reuse_freed_memory()
-warm_up(DEFAULTS)
 
 
-def log_slider(label: str, default: float, low: int, high: int, info: str) -> gr.Slider:
-    return gr.Slider(low, high, value=math.log10(default), step=0.1, label=label, info=info)
+def bounds(name: str) -> tuple[float, float]:
+    """A setting's range, as declared and narrowed by this server's LIMITS."""
+    declared = declaration(name).declaration
+    return declared.low, LIMITS.get(name, declared.high)
 
 
-def _number(name: str, value, low: float, high: float) -> float:
-    check_number(name, value, low, high)
-    return float(value)
+def choices(name: str) -> list[str]:
+    declared = declaration(name).declaration
+    return list(declared.shown or declared.choices)
 
 
-def _whole(name: str, value, low: int, high: int) -> int:
-    number = _number(name, value, low, high)
-    if number != int(number):
-        raise SettingsError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
-    return int(number)
+def log_slider(name: str, low: int, info: str) -> gr.Slider:
+    """A slider over log10 of a weight, from 10^low to the declared highest weight."""
+    high = math.log10(declaration(name).declaration.high)
+    return gr.Slider(low, high, value=math.log10(getattr(DEFAULTS, name)), step=0.1, label=f"{name.replace('_', ' ').capitalize()} (log10)",
+                     info=info)
+
+
+def _from_log(name: str, value, low: int) -> float:
+    label = f"{name.replace('_', ' ')} (log10)"
+    check_number(label, value, low, math.log10(declaration(name).declaration.high))
+    return 10 ** float(value)
 
 
 ONLY_UPLOADS = "send an image file uploaded to this app (gradio_client's handle_file does that); URLs and paths on the server are refused"
@@ -114,29 +119,21 @@ def parse_request(content, style, content_weight_log, style_weight_log, steps, s
         raise gr.Error("Add a content image (the photo to repaint).", print_exception=False)
     if style is None:
         raise gr.Error("Add a style image (the painting to borrow from).", print_exception=False)
-    if not isinstance(style_layers, list) or not all(isinstance(layer, str) for layer in style_layers):
-        raise gr.Error(f"style layers must be a list chosen from {', '.join(RELU_LAYERS)}", print_exception=False)
-    # Settings checks the other choices; these two the app narrows: ReLU layers only, no local files.
-    for name, value, choices in [("content layer", content_layer, RELU_LAYERS), ("weights", weights, [v for _, v in WEIGHT_CHOICES])]:
-        if value not in choices:
-            raise gr.Error(f"unknown {name} {value!r}; choose one of {', '.join(choices)}", print_exception=False)
+    # The server's weights only: a path would let a visitor make the server read its files.
+    if weights not in SERVER_WEIGHTS:
+        raise gr.Error(f"unknown weights {weights!r}; choose one of {', '.join(SERVER_WEIGHTS)}", print_exception=False)
     try:
-        settings = Settings(
-            content_weight=10 ** _number("content weight (log10)", content_weight_log, -3, 3),
-            style_weight=10 ** _number("style weight (log10)", style_weight_log, -2, 5),
-            steps=_whole("iterations", steps, 1, MAX_STEPS),
-            size=_whole("size", size, 64, MAX_SIZE),
-            style_layers=tuple(style_layers), content_layer=content_layer, optimizer=optimizer, init=init,
-            preserve_colors=preserve_colors, multiscale=multiscale,
-            tv_weight=_number("TV weight", tv_weight, 0, 1000),
-            style_scale=_number("style scale", style_scale, 0.25, 2.0), pooling=pooling,
-            seed=_whole("seed", seed, 0, 2**31 - 1), weights=weights)
-        blend = _number("second style blend", second_style_blend, 0, 1)
+        check_number("share of the second style", second_style_blend, 0, 1)
         styles = [_image(style, "style image")]
-        if second_style is not None and blend > 0:
+        blend = None
+        if second_style is not None and second_style_blend > 0:
             styles.append(_image(second_style, "second style image"))
-            settings = replace(settings, style_blend=(1 - blend, blend))
-        settings = settings.validated(style_count=len(styles))
+            blend = (1 - second_style_blend, second_style_blend)
+        settings = Settings.from_values(
+            style_count=len(styles), limits=LIMITS, content_weight=_from_log("content_weight", content_weight_log, -3),
+            style_weight=_from_log("style_weight", style_weight_log, -2), steps=steps, size=size, style_layers=style_layers,
+            content_layer=content_layer, optimizer=optimizer, init=init, preserve_colors=preserve_colors, multiscale=multiscale,
+            tv_weight=tv_weight, style_scale=style_scale, pooling=pooling, seed=seed, weights=weights, style_blend=blend)
         return _image(content, "content image"), styles, settings
     except (ImageError, SettingsError) as error:
         raise gr.Error(str(error), print_exception=False) from None
@@ -299,27 +296,27 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
                 content_image = gr.Image(label="Content (your photo)", type="filepath", sources=["upload", "clipboard", "webcam"],
                                          height=260)
                 style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=260)
-            style_weight = log_slider("Style weight (log10)", DEFAULTS.style_weight, -2, 5, "More: more painting. 1 = weight 10.")
-            content_weight = log_slider("Content weight (log10)", DEFAULTS.content_weight, -3, 3, "More: more photo. 0 = weight 1.")
+            style_weight = log_slider("style_weight", -2, "More: more painting. 1 = weight 10.")
+            content_weight = log_slider("content_weight", -3, "More: more photo. 0 = weight 1.")
             with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, value=DEFAULTS.steps, step=1, label="Iterations", elem_id="steps")
-                size = gr.Slider(64, MAX_SIZE, value=DEFAULTS.size, step=32, label="Output size (long side, px)", elem_id="size")
-            style_layers = gr.CheckboxGroup(list(RELU_LAYERS), value=list(DEFAULT_STYLE_LAYERS), label="Style layers",
+                steps = gr.Slider(*bounds("steps"), value=DEFAULTS.steps, step=1, label="Iterations", elem_id="steps")
+                size = gr.Slider(*bounds("size"), value=DEFAULTS.size, step=32, label="Output size (long side, px)", elem_id="size")
+            style_layers = gr.CheckboxGroup(choices("style_layers"), value=list(DEFAULTS.style_layers), label="Style layers",
                                             info="Low layers: colour and fine texture. High layers: larger motifs.")
-            content_layer = gr.Dropdown(list(RELU_LAYERS), value=DEFAULTS.content_layer, label="Content layer")
+            content_layer = gr.Dropdown(choices("content_layer"), value=DEFAULTS.content_layer, label="Content layer")
             with gr.Accordion("Advanced", open=False):
                 with gr.Row():
-                    optimizer = gr.Radio(list(OPTIMIZERS), value=DEFAULTS.optimizer, label="Optimiser")
-                    init = gr.Radio(list(INITS), value=DEFAULTS.init, label="Start from")
-                    preserve_colors = gr.Radio(list(COLOR_MODES), value=DEFAULTS.preserve_colors, label="Preserve colours",
+                    optimizer = gr.Radio(choices("optimizer"), value=DEFAULTS.optimizer, label="Optimiser")
+                    init = gr.Radio(choices("init"), value=DEFAULTS.init, label="Start from")
+                    preserve_colors = gr.Radio(choices("preserve_colors"), value=DEFAULTS.preserve_colors, label="Preserve colours",
                                                info="luminance: style on brightness only; histogram: recolour the painting first")
                 with gr.Row():
                     multiscale = gr.Checkbox(value=DEFAULTS.multiscale, label="Coarse to fine (faster)")
-                    pooling = gr.Radio(list(POOLINGS), value=DEFAULTS.pooling, label="Pooling")
-                    seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, label="Seed")
+                    pooling = gr.Radio(choices("pooling"), value=DEFAULTS.pooling, label="Pooling")
+                    seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=bounds("seed")[0], maximum=bounds("seed")[1], label="Seed")
                 with gr.Row():
-                    tv_weight = gr.Slider(0, 100, value=DEFAULTS.tv_weight, step=0.5, label="Smoothness (TV weight)")
-                    style_scale = gr.Slider(0.25, 2.0, value=DEFAULTS.style_scale, step=0.05, label="Style scale",
+                    tv_weight = gr.Slider(*bounds("tv_weight"), value=DEFAULTS.tv_weight, step=0.5, label="Smoothness (TV weight)")
+                    style_scale = gr.Slider(*bounds("style_scale"), value=DEFAULTS.style_scale, step=0.05, label="Style scale",
                                             info="Size of the painting's brush strokes relative to the output")
                 weights = gr.Dropdown(WEIGHT_CHOICES, value="embedded", label="VGG19 weights")
                 with gr.Row():
@@ -351,10 +348,19 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
 demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
 
 
+def prepare_server() -> None:
+    """What a serving process does once before its first visitor: keep freed memory for the next step
+    (process-wide, see reuse_freed_memory; each run gives its memory back at its end) and load the
+    network, so that the first picture starts at full speed."""
+    reuse_freed_memory()
+    warm_up(DEFAULTS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the style transfer app.")
     parser.add_argument("--share", action="store_true", help="also ask Gradio for a temporary public share link")
     args = parser.parse_args()
+    prepare_server()
     demo.launch(share=args.share, max_file_size=MAX_FILE_SIZE, show_error=False,
                 server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
 

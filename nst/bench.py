@@ -30,9 +30,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import engine, images, losses
-from .engine import (DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, MAX_STEPS, Settings, distances, resolve_device,
-                     resolve_precision, reuse_freed_memory, stylize, use_memory_policy)
+from . import images, losses
+from .engine import stylize
+from .objective import distances
+from .runtime import LARGE_PICTURE, resolve_device, resolve_precision, reuse_freed_memory, use_memory_policy
+from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, declaration
 from .vgg import LAYER_INDEX, LAYER_NAMES, load_model
 from .weights import load_weights
 
@@ -244,17 +246,9 @@ def _step_iterator(config: str, side: int, content, style, device: torch.device,
     if config == "naive":
         return naive.steps(images.load_tensor(content, side, device), images.load_tensor(style, side, device))
     precision = config.split("_")[1]
-    settings = Settings(size=side, device=str(device), multiscale=False, precision=precision, steps=MAX_STEPS, frame_interval=0)
-    frames = stylize(content, style, settings)
-    if config.endswith("_direct"):
-        # The engine chooses its convolutions when a run starts, on the first next().
-        saved, engine.LARGE_PICTURE = engine.LARGE_PICTURE, 0
-        try:
-            first = next(frames)
-        finally:
-            engine.LARGE_PICTURE = saved
-        return itertools.chain([first], frames)
-    return frames
+    settings = Settings(size=side, device=str(device), multiscale=False, precision=precision, steps=declaration("steps").declaration.high,
+                        frame_interval=0, winograd="off" if config.endswith("_direct") else "auto")
+    return stylize(content, style, settings)
 
 
 def interleaved_step_times(iterators: dict[str, Iterator], steps: int, device: torch.device) -> dict[str, list[float]]:
@@ -307,7 +301,7 @@ def bench_size(side: int, content_path: str, style_path: str, device, steps: int
     flops = 2 * conv_flops(height, width, "relu5_1")  # forward + gradient to the input, no weight gradients
     row: dict = {"size": side, "pixels": f"{width}x{height}", "gflop_per_step": flops / 1e9}
     configs = (["naive"] if naive is not None else []) + [f"ours_{precision}" for precision in precisions]
-    if device.type == "cpu" and "fp32" in precisions and side <= engine.LARGE_PICTURE:
+    if device.type == "cpu" and "fp32" in precisions and side <= LARGE_PICTURE:
         configs.append("ours_fp32_direct")
     iterators = {config: _step_iterator(config, side, content, style, device, naive) for config in configs}
     times = interleaved_step_times(iterators, steps, device)

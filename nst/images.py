@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-# Refuse decompression bombs before Pillow decodes them (Pillow only warns below 2x its limit).
+# open_image refuses larger images from their header, before decoding them (Pillow's own limit, which
+# this module leaves as it is, only warns below 179 megapixels).
 MAX_INPUT_PIXELS = 50_000_000
-Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
 # VGG halves the size four times before relu5_1; below this a feature map collapses.
 MIN_SIDE = 32
 MAX_ASPECT = 8.0
@@ -119,24 +119,15 @@ def load_style_tensor(image: Image.Image, long_side: int, device: torch.device |
     return resize(to_tensor(image, device), (height, width))
 
 
-# ITU-R BT.601 full range, as JPEG and Pillow's YCbCr use it.
-_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
+def greyscale(image: Image.Image) -> Image.Image:
+    """The brightness (Y of YCbCr, ITU-R BT.601) of an RGB image in all three channels, for VGG to read."""
+    return image.convert("L").convert("RGB")
 
 
-def rgb_to_ycbcr(image: Tensor) -> Tensor:
-    ycc = torch.einsum("ij,bjhw->bihw", _RGB_TO_YCBCR.to(image), image)
-    return ycc + torch.tensor([0.0, 0.5, 0.5], device=image.device).view(1, 3, 1, 1)
-
-
-def ycbcr_to_rgb(image: Tensor) -> Tensor:
-    centred = image - torch.tensor([0.0, 0.5, 0.5], device=image.device).view(1, 3, 1, 1)
-    return torch.einsum("ij,bjhw->bihw", _YCBCR_TO_RGB.to(image), centred).clamp(0, 1)
-
-
-def luminance(image: Tensor) -> Tensor:
-    """The Y channel, repeated into three channels so VGG can read it."""
-    return rgb_to_ycbcr(image)[:, :1].expand(-1, 3, -1, -1).contiguous()
+def with_chroma(picture: Image.Image, colour_source: Image.Image) -> Image.Image:
+    """The brightness of `picture` with the colours (Cb and Cr) of `colour_source`, resized to fit."""
+    _, blue, red = colour_source.resize(picture.size, Image.Resampling.BICUBIC).convert("YCbCr").split()
+    return Image.merge("YCbCr", (picture.convert("L"), blue, red)).convert("RGB")
 
 
 def match_luminance(style: Tensor, content: Tensor) -> Tensor:
@@ -144,12 +135,6 @@ def match_luminance(style: Tensor, content: Tensor) -> Tensor:
     std_style, mean_style = torch.std_mean(style)
     std_content, mean_content = torch.std_mean(content)
     return ((style - mean_style) * (std_content / (std_style + 1e-6)) + mean_content).clamp(0, 1)
-
-
-def with_chroma(luma: Tensor, colour_source: Tensor) -> Tensor:
-    """The luminance of `luma` with the Cb and Cr of `colour_source` (same size)."""
-    ycc = rgb_to_ycbcr(colour_source)
-    return ycbcr_to_rgb(torch.cat([rgb_to_ycbcr(luma)[:, :1], ycc[:, 1:]], dim=1))
 
 
 def match_histogram(style: Tensor, content: Tensor, eps: float = 1e-5) -> Tensor:

@@ -30,6 +30,7 @@ def server_url():
     """The app served on a free loopback port for the whole session."""
     import app
 
+    app.prepare_server()
     app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", max_file_size=app.MAX_FILE_SIZE, quiet=True)
     try:
         yield app.demo.local_url.rstrip("/")

@@ -9,7 +9,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from nst import engine
+from nst import Settings
 
 from . import raw_http
 from .conftest import EXAMPLES, engine_is_busy, engine_is_idle
@@ -21,7 +21,7 @@ STYLE = str(EXAMPLES / "starry_night.jpg")
 def request(**changes):
     """The /stylize arguments in order, small and fast unless changed."""
     values = dict(content=handle_file(CONTENT), style=handle_file(STYLE), content_weight_log=0.0, style_weight_log=1.0,
-                  steps=30, size=96, style_layers=list(engine.DEFAULT_STYLE_LAYERS), content_layer="relu4_2",
+                  steps=30, size=96, style_layers=list(Settings().style_layers), content_layer="relu4_2",
                   optimizer="adam", init="content", preserve_colors="none", multiscale=True, tv_weight=0.0,
                   style_scale=1.0, pooling="max", seed=0, weights="embedded", second_style=None, second_style_blend=0.5)
     values.update(changes)
@@ -110,15 +110,15 @@ BAD_INPUTS = [
     ({"style": None}, "Add a style image"),
     ({"style_weight_log": math.nan}, "style weight (log10) must be a number from -2 to 5"),
     ({"content_weight_log": math.inf}, "content weight (log10) must be a number"),
-    ({"steps": -5}, "iterations must be a number from 1"),
-    ({"steps": 2.5}, "iterations must be a whole number"),
-    ({"size": 100000}, "size must be a number from 64 to"),
-    ({"size": "big"}, "size must be a number"),
+    ({"steps": -5}, f"steps must be a whole number from 1 to {app.LIMITS['steps']}"),
+    ({"steps": 2.5}, "steps must be a whole number"),
+    ({"size": 100000}, f"size must be a whole number from 64 to {app.LIMITS['size']}"),
+    ({"size": "big"}, "size must be a whole number"),
     ({"style_layers": []}, "at least one style layer"),
     ({"style_layers": ["relu1_1", "fc7"]}, "unknown style layer 'fc7'"),
     ({"content_layer": "pool9"}, "unknown content layer"),
     ({"optimizer": "sgd"}, "unknown optimizer"),
-    ({"tv_weight": -1}, "TV weight must be a number from 0"),
+    ({"tv_weight": -1}, "tv weight must be a number from 0 to 100"),
 ]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from nst import engine
+from nst import Settings
 
 from .conftest import engine_is_busy, engine_is_idle
 
@@ -73,7 +73,7 @@ def test_page_loads(page):
 
 def test_example_fills_the_inputs(page):
     _fill_from_first_example(page)
-    expect(page.locator("#steps input[type=number]")).to_have_value(str(engine.Settings().steps))
+    expect(page.locator("#steps input[type=number]")).to_have_value(str(Settings().steps))
     expect(page.locator("#size input[type=number]")).to_have_value("512")
     page.screenshot(path=SCREENSHOTS / "2-example.png", full_page=True)
 

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nst import Settings, engine, stylize
-from nst.engine import distances, resolve_device, resolve_precision
+from nst import Settings, distances, stylize
+from nst.runtime import resolve_device, resolve_precision
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -49,15 +49,14 @@ def test_closing_stops_work_on_cuda(content, style):
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_cuda_graph_steps_end_where_plain_steps_do(content, style, optimizer, monkeypatch):
+def test_cuda_graph_steps_end_where_plain_steps_do(content, style, optimizer):
     settings = Settings(size=256, steps=60, device="cuda", precision="fp32", optimizer=optimizer, multiscale=False,
                         frame_interval=3600)
     results = {}
     for graphs in (True, False):
-        monkeypatch.setattr(engine, "CUDA_GRAPH_MIN_STEPS", 10 if graphs else 10**9)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            final = list(stylize(content, style, settings))[-1]
+            final = list(stylize(content, style, replace(settings, cuda_graphs=graphs)))[-1]
         assert not [w for w in caught if "CUDA graph" in str(w.message)]
         assert not final.message
         results[graphs] = final.losses["total"], distances(final.image, content, style, settings)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from nst import images, open_image, winograd
-from nst.engine import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
+from nst.settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
 from nst.vgg import LAYER_NAMES, VGG19Features
 from nst.weights import load_weights
 

@@ -1,0 +1,94 @@
+"""What is optimised: the weighted loss terms at one scale, with their targets computed once.
+
+How the user-facing weights map onto the seed's loss: the content term 1/2 sum (F - P)^2 grows with
+the number of positions M, while each style layer term 1/(4 N^2 M^2) sum (G - A)^2 does not; and
+with the Caffe weights the style layer terms differ by five orders of magnitude between relu1_1 and
+relu4_1, while the ImageNet weights produce activations on another scale altogether. So each loss
+term is measured against its own target:
+
+    alpha   = content_weight / (1/2 sum P^2)
+    beta_l  = style_weight * w_l / (1/(4 N^2 M^2) sum A_l^2)
+
+The weighted content term is then content_weight times the relative squared error of the content
+activations, and each style layer adds style_weight * w_l times the relative squared error of its
+Gram matrix. The same slider values give the same look at 128 px and 2048 px, whichever weights
+are loaded, and equal layer weights w_l really give each layer an equal say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import images, losses
+from .runtime import Runtime, resolve_device
+from .settings import Settings
+from .vgg import load_model
+
+
+class Objective:
+    """The weighted loss terms of a picture at one scale: `objective(image)` -> {content, style, tv, total}."""
+
+    def __init__(self, model, content: Tensor, styles: list[Tensor], settings: Settings, runtime: Runtime):
+        self.model, self.settings, self.runtime = model, settings, runtime
+        self.layers = set(settings.style_layers) | {settings.content_layer}
+        style_side = round(max(content.shape[-2:]) * settings.style_scale)
+        with torch.inference_mode(), runtime.autocast():
+            self.content_target = self._features(content, [settings.content_layer])[settings.content_layer].float().clone()
+            self.grams: dict[str, Tensor] = {}  # blended Gram matrices per position: A / M
+            for style, blend in zip(styles, settings.style_blend, strict=True):
+                scaled = images.resize(style, images.style_size(style.shape[-1], style.shape[-2], style_side))
+                features = self._features(scaled, settings.style_layers)
+                for layer in settings.style_layers:
+                    matrix = losses.as_matrix(features[layer])
+                    self.grams[layer] = self.grams.get(layer, 0) + blend * losses.gram(matrix) / matrix.shape[1]
+        zero = torch.zeros_like(self.content_target)
+        self.alpha = settings.content_weight / max(float(losses.content_loss(zero, self.content_target)), 1e-12)
+        self.betas = []
+        for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True):
+            gram = self.grams[layer]
+            energy = max(float(losses.style_layer_loss(torch.zeros_like(gram), gram, gram.shape[0], 1)), 1e-12)
+            self.betas.append(settings.style_weight * weight / energy)
+
+    def _features(self, image: Tensor, layers) -> dict[str, Tensor]:
+        return self.model(image, layers, self.runtime.winograd)
+
+    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+        settings = self.settings
+        with self.runtime.autocast():
+            features = self._features(image, self.layers)
+        content = losses.content_loss(features[settings.content_layer], self.content_target)
+        layer_terms = []
+        for layer in settings.style_layers:
+            matrix = losses.as_matrix(features[layer])
+            filters, positions = matrix.shape
+            layer_terms.append(losses.style_layer_loss(losses.gram(matrix), self.grams[layer] * positions, filters, positions))
+        style = losses.style_loss(layer_terms, self.betas)
+        tv = losses.total_variation(image) if settings.tv_weight else image.new_zeros(())
+        total = losses.total_loss(content, style, tv, self.alpha, 1.0, settings.tv_weight)
+        return {"content": self.alpha * content, "style": style, "tv": settings.tv_weight * tv, "total": total}
+
+
+def distances(image: Image.Image, content: Image.Image, styles: Image.Image | Sequence[Image.Image],
+              settings: Settings = Settings()) -> dict[str, float]:
+    """How far `image` is from the content and the style(s), at `image`'s size, by the same network.
+
+    content: relative squared error of the content-layer activations; style: the layer-weighted
+    relative squared error of the Gram matrices (the objective's terms with weights 1), in float32
+    with direct convolutions whatever the settings say about speed.
+    """
+    styles = [styles] if isinstance(styles, Image.Image) else list(styles)
+    settings = replace(settings, content_weight=1.0, style_weight=1.0, tv_weight=0.0).validated(len(styles))
+    device = resolve_device(settings.device)
+    model = load_model(settings.weights, settings.pooling, str(device))
+    generated = images.to_tensor(image, device)
+    content_tensor = images.resize(images.to_tensor(content, device), tuple(generated.shape[-2:]))
+    measure = Runtime(device, "fp32", winograd=False, cuda_graphs=False)
+    objective = Objective(model, content_tensor, [images.to_tensor(style, device) for style in styles], settings, measure)
+    with torch.inference_mode():
+        terms = objective(generated)
+    return {"content": float(terms["content"]), "style": float(terms["style"])}

@@ -1,0 +1,175 @@
+"""Where and how fast a picture is computed: device and precision, Winograd's choice, CUDA graphs,
+and the process's allocator policy. None of it changes what the method computes."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .settings import Settings, SettingsError
+
+# Above this long side memory comes before speed, to keep a 1024 px run on CPU within 2.5 GB: no
+# Winograd convolutions (their transformed filters hold 200 MB), and `use_memory_policy` hands
+# freed blocks back to the system instead of keeping them for the next step.
+LARGE_PICTURE = 768
+# Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
+CUDA_GRAPH_MIN_STEPS = 10
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # "fp32" or "bf16"
+    winograd: bool  # the wide convolutions by Winograd's algorithm (CPU, fp32)
+    cuda_graphs: bool
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Runtime:
+        device = resolve_device(settings.device)
+        precision = resolve_precision(settings.precision, device)
+        winograd = device.type == "cpu" and precision == "fp32" and (
+            settings.winograd == "on" or settings.winograd == "auto" and settings.size <= LARGE_PICTURE)
+        return cls(device, precision, winograd, settings.cuda_graphs and device.type == "cuda")
+
+    def autocast(self) -> torch.autocast:
+        # No cast cache: CUDA graphs cannot capture it, and frozen weights are cast each pass anyway.
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16", cache_enabled=False)
+
+    def prepare(self) -> None:
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def accelerated(self, closure: Callable[[], Tensor], steps: int) -> Callable[[], Tensor]:
+        """The closure as one replayed CUDA graph, where that pays (see `replayed`)."""
+        return replayed(closure) if self.cuda_graphs and steps >= CUDA_GRAPH_MIN_STEPS else closure
+
+
+def available_devices() -> list[str]:
+    """The devices this machine has, as `--device` takes them: cpu, then cuda:0 ..., then mps."""
+    devices = ["cpu"] + [f"cuda:{index}" for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    return devices + (["mps"] if torch.backends.mps.is_available() else [])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise SettingsError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from error
+    here = available_devices()
+    index = device.index or 0
+    if not any(present.split(":")[0] == device.type and int(present.partition(":")[2] or 0) == index for present in here):
+        raise SettingsError(f"device {name!r} is not available here; this machine has {', '.join(here)} (or use auto)")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 convolutions that run faster than fp32 on this CPU.
+
+    torch.backends.cpu.get_cpu_capability() says only AVX2 or AVX512, and AVX-512 without these
+    instructions emulates bf16 about 3 times slower than fp32; torch.cpu's own checks tell them apart.
+    """
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def replayed(closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
+    """The closure captured once as a CUDA graph: each later call replays all of its kernels at once.
+
+    At 512 px a step is about a thousand small kernels, and launching them one by one from Python
+    took longer than running them on an H200. The graph reads the image and writes its gradient
+    and the loss terms where the capture put them, so the optimiser keeps working in place.
+    """
+    side_stream = torch.cuda.Stream()
+    side_stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side_stream):
+        for _ in range(2):  # warm up outside the capture: cuDNN's autotuning, the allocator's pools
+            closure()
+    torch.cuda.current_stream().wait_stream(side_stream)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            total = closure()
+    except RuntimeError as error:  # an op this torch build cannot capture: run step by step instead
+        warnings.warn(f"CUDA graph capture failed, stepping without it: {error}", stacklevel=2)
+        return closure
+
+    def replay() -> Tensor:
+        graph.replay()
+        return total
+
+    return replay
+
+
+def use_memory_policy(size: int) -> None:
+    """The allocator policy for a process that makes pictures of this long side (see LARGE_PICTURE)."""
+    if size > LARGE_PICTURE:
+        limit_heap_growth()
+    else:
+        reuse_freed_memory()
+
+
+def reuse_freed_memory() -> None:
+    """Keep freed memory in the process for the next allocation instead of handing it back.
+
+    By default glibc maps every block over 32 MB fresh from the system and returns it when freed,
+    and fresh pages cost a page fault and zeroing on first touch: about 0.2 ms per MB on these
+    machines, 400 MB a step at 512 px. This policy serves every block from the process heap, one
+    heap for all threads, and never trims it: a 512 px step runs 5-10% faster, while the process
+    keeps its peak size until `release_freed_memory`. Process-wide, so the caller decides (the app,
+    and the CLI up to 768 px).
+    """
+    _glibc("mallopt", M_ARENA_MAX, 1)
+    _glibc("mallopt", M_MMAP_MAX, 0)
+    _glibc("mallopt", M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+def release_freed_memory() -> None:
+    """Hand the memory freed since the last call back to the system (glibc's malloc_trim).
+
+    With `reuse_freed_memory` the process keeps its peak size; a server calls this between runs so
+    that an idle process shrinks back, at the cost of faulting pages in again on the next run's
+    first step.
+    """
+    _glibc("malloc_trim", 0)
+
+
+def limit_heap_growth() -> None:
+    """Serve every allocation over 128 KB from fresh pages that go back to the system when freed.
+
+    glibc raises that threshold as large blocks are freed, after which the picture-sized buffers of
+    each step come from the heap and fragment it: on 1024 px pictures the process grew by about 70 MB
+    a step beyond L-BFGS's history. Fresh pages cost page faults, which only large pictures amortise,
+    and the policy is process-wide: so the caller decides (the CLI does, for large pictures).
+    """
+    _glibc("mallopt", M_MMAP_THRESHOLD, 128 * 1024)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8
+
+
+def _glibc(function: str, *arguments: int) -> None:
+    try:
+        import ctypes
+
+        getattr(ctypes.CDLL("libc.so.6"), function)(*arguments)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune

@@ -1,0 +1,242 @@
+"""Every setting, declared once: name, type, default, range or choices, and one line of help.
+
+From these declarations come the engine's validation and its messages (`Settings.validated`), the
+command line's flags and --help (`nst.__main__`), the app's input checks and its API's defaults
+(`app.py`, through `Settings.from_values`), and the README's settings table (`settings_table`,
+checked against the README by a test).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+from .vgg import LAYER_NAMES, POOLINGS, RELU_LAYERS
+from .weights import SOURCES, describe_sources
+
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+DEFAULT_CONTENT_LAYER = "relu4_2"
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+COLOR_MODES = ("none", "luminance", "histogram")
+PRECISIONS = ("auto", "fp32", "bf16")
+WINOGRAD = ("auto", "on", "off")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+class SettingsError(ValueError):
+    """A setting out of range; the message names the allowed values."""
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What one setting may be, beyond its type and default."""
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()  # for a text setting, or each item of a list of texts
+    shown: tuple[str, ...] = ()  # the choices offered to people, when fewer than accepted
+    one_per: str = ""  # a list of numbers with one value per item of this (normalised to sum 1)
+    group: str = "picture"  # "picture": shapes the result; "run": where and how fast it is made
+
+
+def _setting(default, help: str, **declaration):
+    return field(default=default, metadata={"declaration": Declaration(help, **declaration)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes a result, and how it is computed. Defaults make a good 512 px picture
+    in under a minute on two CPU cores."""
+
+    size: int = _setting(512, "long side of the result, in px", low=64, high=2048)
+    steps: int = _setting(150, "optimisation steps, over all scales", low=1, high=10_000)
+    content_weight: float = _setting(1.0, "weight of the photo's arrangement: more keeps more of the photo", low=0, high=1000)
+    style_weight: float = _setting(10.0, "weight of the painting's textures: more paints more", low=0, high=100_000)
+    tv_weight: float = _setting(0.0, "total variation weight: smooths noise", low=0, high=100)
+    style_layers: tuple[str, ...] = _setting(DEFAULT_STYLE_LAYERS, "VGG19 layers whose Gram matrices carry the style",
+                                             choices=LAYER_NAMES, shown=RELU_LAYERS)
+    style_layer_weights: tuple[float, ...] | None = _setting(None, "one weight per style layer (default: equal)", low=0, high=1e6,
+                                                             one_per="style layers")
+    content_layer: str = _setting(DEFAULT_CONTENT_LAYER, "VGG19 layer that carries the photo's arrangement",
+                                  choices=LAYER_NAMES, shown=RELU_LAYERS)
+    style_blend: tuple[float, ...] | None = _setting(None, "one weight per style image (default: equal)", low=0, high=1e6,
+                                                     one_per="style images")
+    style_scale: float = _setting(1.0, "size of the style image relative to the result: larger, larger brush strokes",
+                                  low=0.25, high=2.0)
+    init: str = _setting("content", "the picture the optimisation starts from", choices=INITS)
+    preserve_colors: str = _setting("none", "luminance: transfer brightness only; histogram: recolour the painting first",
+                                    choices=COLOR_MODES)
+    multiscale: bool = _setting(True, "optimise coarse to fine, most steps on small pictures (faster)")
+    pooling: str = _setting("max", "VGG19's pooling", choices=POOLINGS)
+    optimizer: str = _setting("lbfgs", "the optimiser of the pixels", choices=OPTIMIZERS)
+    seed: int = _setting(0, "random seed (for the noise start)", low=0, high=2**31 - 1)
+    device: str = _setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps", group="run")
+    precision: str = _setting("auto", "auto: bf16 where the hardware runs it fast, else fp32", choices=PRECISIONS, group="run")
+    weights: str = _setting("embedded", f"VGG19 weights: {describe_sources()}", group="run")
+    winograd: str = _setting("auto", "Winograd convolutions on CPU in fp32 (auto: up to 768 px)", choices=WINOGRAD, group="run")
+    cuda_graphs: bool = _setting(True, "replay each step as one CUDA graph on CUDA", group="run")
+    frame_interval: float = _setting(0.5, "seconds between progress frames (0: every step)", low=0, high=3600, group="run")
+
+    def validated(self, style_count: int = 1, limits: dict[str, float] | None = None) -> Settings:
+        """These settings with lists as tuples and per-item weights normalised, or SettingsError
+        naming what is allowed. `limits` lowers the highest allowed value of some settings (a
+        server's policy)."""
+        layers = self.style_layers if isinstance(self.style_layers, (tuple, list)) else ()
+        counts = {"style layers": len(layers), "style images": style_count}
+        values = {}
+        for declared in declarations():
+            if limits and declared.name in limits:
+                declared = replace(declared, declaration=replace(declared.declaration, high=limits[declared.name]))
+            values[declared.name] = declared.check(getattr(self, declared.name), counts)
+        if len(set(values["style_layers"])) != len(values["style_layers"]):
+            raise SettingsError("each style layer may be chosen once")
+        if values["weights"] not in SOURCES and not str(values["weights"]).endswith(WEIGHT_SUFFIXES):
+            raise SettingsError(f"weights must be {describe_sources()}")
+        from .runtime import resolve_device  # torch's device list is the runtime's business
+
+        resolve_device(values["device"])
+        return replace(self, **values)
+
+    @classmethod
+    def from_values(cls, style_count: int = 1, limits: dict[str, float] | None = None, **raw) -> Settings:
+        """Settings from values as JSON or a web form sends them (lists for tuples, 150.0 for 150),
+        validated (see `validated`); names not given keep their defaults."""
+        unknown = set(raw) - {declared.name for declared in declarations()}
+        if unknown:
+            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values = {}
+        for name, value in raw.items():
+            kind = declaration(name).kind
+            if isinstance(value, list):
+                value = tuple(value)
+            elif kind is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            values[name] = value
+        return cls(**values).validated(style_count, limits)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One setting: its name, type, default and declaration."""
+
+    name: str
+    kind: type  # int, float, str, bool, or tuple for a list
+    item: type | None  # the type of each item of a list
+    optional: bool  # None allowed (a list with a default computed from others)
+    default: object
+    declaration: Declaration
+
+    @property
+    def label(self) -> str:
+        return self.name.replace("_", " ")
+
+    def describe(self, short: bool = False) -> str:
+        """The range or choices, as the messages and (`short`) the settings table say them."""
+        spec = self.declaration
+        if self.kind is bool:
+            return "true or false"
+        choices = spec.shown or spec.choices
+        if short and len(choices) > 6:
+            return f"{choices[0]} … {choices[-1]} ({len(choices)} layers)"
+        if choices:
+            return ", ".join(choices)
+        if spec.low is not None:
+            return f"{_number(spec.low)} to {_number(spec.high)}"
+        return ""
+
+    def check(self, value, counts: dict[str, int]):
+        """The value, normalised, or SettingsError."""
+        spec = self.declaration
+        if value is None and self.optional:
+            if spec.one_per:
+                return (1.0 / counts[spec.one_per],) * counts[spec.one_per]
+            return None
+        if self.kind is tuple:
+            return self._check_list(value, counts)
+        return self._check_one(value, self.label, self.kind, spec.low, spec.high)
+
+    def _check_one(self, value, label: str, kind: type, low, high):
+        spec = self.declaration
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise SettingsError(f"{label} must be true or false, not {value!r}")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise SettingsError(f"{label} must be a whole number from {_number(low)} to {_number(high)}, not {value!r}")
+        elif kind is float:
+            check_number(label, value, low, high)
+            value = float(value)
+        elif spec.choices:
+            if value not in spec.choices:
+                raise SettingsError(f"unknown {label} {value!r}; choose one of {', '.join(spec.shown or spec.choices)}")
+        elif not isinstance(value, str):
+            raise SettingsError(f"{label} must be text, not {value!r}")
+        return value
+
+    def _check_list(self, value, counts: dict[str, int]) -> tuple:
+        spec = self.declaration
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise SettingsError(f"{self.label} must be a list, not {value!r}")
+        items = tuple(value)
+        if spec.choices:
+            if not items:
+                raise SettingsError(f"choose at least one {self.label[:-1]} from {', '.join(spec.shown or spec.choices)}")
+            return tuple(self._check_one(item, self.label[:-1], str, None, None) for item in items)
+        expected = counts[spec.one_per]
+        if len(items) != expected:
+            raise SettingsError(f"{self.label}: give {expected} values, one for each of the {spec.one_per}, not {len(items)}")
+        items = tuple(self._check_one(item, self.label, float, spec.low, spec.high) for item in items)
+        if sum(items) <= 0:
+            raise SettingsError(f"{self.label} must not all be zero")
+        return tuple(item / sum(items) for item in items)
+
+
+def check_number(label: str, value: object, low: float, high: float) -> None:
+    """SettingsError unless `value` is a finite int or float in [low, high] (bools are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise SettingsError(f"{label} must be a number from {_number(low)} to {_number(high)}, not {value!r}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def declarations() -> Iterator[Declared]:
+    hints = typing.get_type_hints(Settings)
+    for setting in fields(Settings):
+        kind, item, optional = _kind(hints[setting.name])
+        yield Declared(setting.name, kind, item, optional, setting.default, setting.metadata["declaration"])
+
+
+def declaration(name: str) -> Declared:
+    return next(declared for declared in declarations() if declared.name == name)
+
+
+def _kind(hint) -> tuple[type, type | None, bool]:
+    arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+    optional = isinstance(hint, types.UnionType) and len(arguments) < len(typing.get_args(hint))
+    if optional:
+        hint = arguments[0]
+    if typing.get_origin(hint) is tuple:
+        return tuple, typing.get_args(hint)[0], optional
+    return hint, None, optional
+
+
+def settings_table() -> str:
+    """The README's table of settings, one row each, made from the declarations."""
+    rows = ["| setting | CLI flag | default | range or choices | what it does |", "|---|---|---|---|---|"]
+    for declared in declarations():
+        flag = f"--{declared.name.replace('_', '-')}"
+        if declared.kind is bool:
+            flag = f"{flag} / --no-{declared.name.replace('_', '-')}"
+        default = declared.default
+        shown = " ".join(default) if isinstance(default, tuple) else "equal" if default is None else str(default).lower()
+        rows.append(f"| `{declared.name}` | `{flag}` | {shown} | {declared.describe(short=True)} | {declared.declaration.help} |")
+    return "\n".join(rows)
