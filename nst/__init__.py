@@ -1,11 +1,14 @@
 """Neural style transfer after Gatys et al.: a streaming engine shared by the app, CLI and benchmark."""
 
+__version__ = "0.2.0"  # before the imports below: nst.provenance reads it
+
 from .engine import Frame, stylize
 from .images import ImageError, open_image
 from .objective import distances
+from .provenance import save_png, settings_from_picture
 from .schedule import scale_schedule
 from .settings import Settings, SettingsError
 from .weights import WeightsError
 
-__all__ = ["Frame", "ImageError", "Settings", "SettingsError", "WeightsError", "distances", "open_image", "scale_schedule",
-           "stylize"]
+__all__ = ["Frame", "ImageError", "Settings", "SettingsError", "WeightsError", "distances", "open_image", "save_png",
+           "scale_schedule", "settings_from_picture", "stylize"]

@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .engine import stylize
 from .images import ImageError, open_image
+from .provenance import save_png, settings_from_picture
 from .runtime import use_memory_policy
 from .settings import Declared, Settings, SettingsError, declarations
+from .timelapse import Timelapse
 from .weights import WeightsError
 
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -47,13 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m nst", description="Neural style transfer (Gatys et al.) with a pretrained VGG19.")
     parser.add_argument("content", help="the photo whose arrangement is kept")
     parser.add_argument("styles", nargs="+", metavar="style", help="one or more style images (paintings)")
-    parser.add_argument("-o", "--output", required=True, help="where to write the result (.png, .jpg or .webp)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="where to write the result (.png, .jpg or .webp; a PNG carries its settings, see --settings-from)")
+    parser.add_argument("--settings-from", metavar="PICTURE.png",
+                        help="start from the settings a result PNG was made with; other flags override them")
     for group in ("picture", "run"):
         section = parser.add_argument_group("the picture" if group == "picture" else "where and how fast it is made")
         for declared in declarations():
             if declared.declaration.group == group:
                 _flag(section, declared)
     parser.add_argument("--save-every", type=int, default=0, metavar="N", help="also write OUTPUT-stepN.png every N steps")
+    parser.add_argument("--timelapse", metavar="PATH.webp", help="also write an animation of the picture forming (animated WebP)")
     parser.add_argument("--json", action="store_true", help="print one JSON line per frame to stdout")
     return parser
 
@@ -68,16 +75,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"output folder does not exist: {output.parent}")
     if args.save_every < 0:
         parser.error("--save-every must be 0 or more")
+    if args.timelapse and Path(args.timelapse).suffix.lower() != ".webp":
+        parser.error(f"--timelapse must end in .webp: {args.timelapse}")
     given = {declared.name: getattr(args, declared.name) for declared in declarations() if getattr(args, declared.name) is not None}
     if args.save_every:
         given.setdefault("frame_interval", 0.0)
     progress = None  # made at the first frame, so that a refusal before it stays one line
     try:
-        settings = Settings(**given).validated(style_count=len(args.styles))
+        base = settings_from_picture(args.settings_from) if args.settings_from else Settings()
+        settings = replace(base, **given).validated(style_count=len(args.styles))
         use_memory_policy(settings.size)
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]
+        timelapse = Timelapse() if args.timelapse else None
         for frame in stylize(content, styles, settings):
+            if timelapse:
+                timelapse.add(frame.image)
             if args.save_every and frame.step % args.save_every == 0 and not frame.done:
                 frame.image.save(output.with_name(f"{output.stem}-step{frame.step}.png"))
             progress = progress or tqdm(total=frame.steps, unit="step", file=sys.stderr, dynamic_ncols=True,
@@ -95,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if progress is not None:
             progress.close()
-    frame.image.save(output, OUTPUT_FORMATS[output.suffix.lower()])
+    if OUTPUT_FORMATS[output.suffix.lower()] == "PNG":
+        save_png(frame.image, output, settings)
+    else:
+        frame.image.save(output, OUTPUT_FORMATS[output.suffix.lower()])
+    if timelapse:
+        timelapse.finish(frame.image)
+        timelapse.save(args.timelapse)
     if frame.message:
         print(f"stopped early: {frame.message}; wrote {output}", file=sys.stderr)
         return 1

@@ -27,7 +27,8 @@ from .vgg import load_model
 
 @dataclass
 class Frame:
-    """One progress report. `image` is the current picture at the current scale."""
+    """One progress report. `image` is the current picture, at the size of the result also while a
+    coarser scale is optimised (`size` is the scale's)."""
 
     step: int
     steps: int
@@ -38,7 +39,7 @@ class Frame:
     device: str = "cpu"
     precision: str = "fp32"
     message: str = ""
-    size: tuple[int, int] = field(default=(0, 0))  # (height, width) of `image`
+    size: tuple[int, int] = field(default=(0, 0))  # (height, width) of the picture being optimised
     seconds_left: float = 0.0  # to the end of the run, by `estimate_seconds_left`; 0 when done
 
 
@@ -68,8 +69,12 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     values: dict[str, Tensor] = {}
     last_frame = -math.inf
 
+    output_size = (content_full.shape[-1], content_full.shape[-2])  # (width, height), as PIL has it
+
     def frame(picture: Tensor, done: bool, message: str = "", seconds_left: float = 0.0) -> Frame:
         shown = images.to_pil(picture)
+        if shown.size != output_size:  # a coarse scale, shown at the size of the result
+            shown = shown.resize(output_size, Image.Resampling.BICUBIC)
         if colour_source is not None:
             shown = images.with_chroma(shown, colour_source)
         return Frame(step, settings.steps, {name: float(value.detach()) for name, value in values.items()},

@@ -148,7 +148,7 @@ class Declared:
         if choices:
             return ", ".join(choices)
         if spec.low is not None:
-            return f"{_number(spec.low)} to {_number(spec.high)}"
+            return f"{format_number(spec.low)} to {format_number(spec.high)}"
         return ""
 
     def check(self, value, counts: dict[str, int]):
@@ -169,7 +169,7 @@ class Declared:
                 raise SettingsError(f"{label} must be true or false, not {value!r}")
         elif kind is int:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise SettingsError(f"{label} must be a whole number from {_number(low)} to {_number(high)}, not {value!r}")
+                raise SettingsError(f"{label} must be a whole number from {format_number(low)} to {format_number(high)}, not {value!r}")
         elif kind is float:
             check_number(label, value, low, high)
             value = float(value)
@@ -201,10 +201,11 @@ class Declared:
 def check_number(label: str, value: object, low: float, high: float) -> None:
     """SettingsError unless `value` is a finite int or float in [low, high] (bools are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise SettingsError(f"{label} must be a number from {_number(low)} to {_number(high)}, not {value!r}")
+        raise SettingsError(f"{label} must be a number from {format_number(low)} to {format_number(high)}, not {value!r}")
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
+    """512, 0.25, 2147483647: as messages and tables show a limit."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 

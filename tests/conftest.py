@@ -31,7 +31,7 @@ def server_url():
     import app
 
     app.prepare_server()
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", max_file_size=app.MAX_FILE_SIZE, quiet=True)
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         yield app.demo.local_url.rstrip("/")
     finally:

@@ -24,17 +24,14 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BUSY = "Queue is full"  # Gradio's refusal when the queue holds its maximum
 
 
-def job_arguments(content: dict, style: dict, size: int, steps: int) -> list:
-    return [content, style, 0.0, 1.0, steps, size, ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], "relu4_2",
-            "lbfgs", "content", "none", True, 0.0, 1.0, "max", 0, "embedded", None, 0.5]
 
 
 def run_load(url: str, clients: int = 8, size: int = 64, steps: int = 3, timeout: float = 120, pid: int | None = None) -> dict:
     host = urlparse(url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the load test only targets loopback addresses")
-    content = raw_http.upload(url, EXAMPLES / "chelsea.jpg")
-    style = raw_http.upload(url, EXAMPLES / "starry_night.jpg")
+    job = raw_http.arguments(url, "stylize", content=raw_http.upload(url, EXAMPLES / "chelsea.jpg"),
+                             style=raw_http.upload(url, EXAMPLES / "starry_night.jpg"), size=size, steps=steps)
     peak_rss, sampling = [0], threading.Event()
 
     def sample() -> None:
@@ -53,7 +50,7 @@ def run_load(url: str, clients: int = 8, size: int = 64, steps: int = 3, timeout
     def one_client(_: int) -> tuple[str, float, object]:
         barrier.wait(timeout=30)
         start = time.perf_counter()
-        event, reply = raw_http.call(url, "stylize", job_arguments(content, style, size, steps), timeout=timeout)
+        event, reply = raw_http.call(url, "stylize", job, timeout=timeout)
         return event, time.perf_counter() - start, reply
 
     with ThreadPoolExecutor(clients) as pool:

@@ -12,6 +12,14 @@ def upload(base_url: str, path, name: str | None = None) -> dict:
     return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
 
 
+def arguments(base_url: str, api_name: str, **values) -> list:
+    """The endpoint's arguments in its order: `values` by name, the server's defaults for the rest."""
+    parameters = httpx.get(f"{base_url}/gradio_api/info", timeout=30).json()["named_endpoints"][f"/{api_name}"]["parameters"]
+    unknown = set(values) - {parameter["parameter_name"] for parameter in parameters}
+    assert not unknown, f"/{api_name} has no parameters {unknown}"
+    return [values.get(parameter["parameter_name"], parameter["parameter_default"]) for parameter in parameters]
+
+
 def call(base_url: str, api_name: str, data: list, timeout: float = 120) -> tuple[str, object]:
     """POST the event, then read its stream: ("complete", outputs) or ("error", message)."""
     body = json.dumps({"data": data})  # allow_nan: NaN and Infinity go out as a careless client sends them

@@ -1,7 +1,11 @@
 """The Gradio app: its wiring without a server, then a live server driven through gradio_client."""
 
+import asyncio
+import base64
+import io
 import math
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -9,7 +13,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from nst import Settings
+from nst import Settings, settings_from_picture
 
 from . import raw_http
 from .conftest import EXAMPLES, engine_is_busy, engine_is_idle
@@ -18,14 +22,8 @@ CONTENT = str(EXAMPLES / "chelsea.jpg")
 STYLE = str(EXAMPLES / "starry_night.jpg")
 
 
-def request(**changes):
-    """The /stylize arguments in order, small and fast unless changed."""
-    values = dict(content=handle_file(CONTENT), style=handle_file(STYLE), content_weight_log=0.0, style_weight_log=1.0,
-                  steps=30, size=96, style_layers=list(Settings().style_layers), content_layer="relu4_2",
-                  optimizer="adam", init="content", preserve_colors="none", multiscale=True, tv_weight=0.0,
-                  style_scale=1.0, pooling="max", seed=0, weights="embedded", second_style=None, second_style_blend=0.5)
-    values.update(changes)
-    return list(values.values())
+def pair() -> dict:
+    return {"content": handle_file(CONTENT), "style": handle_file(STYLE)}
 
 
 def _fn(api_name):
@@ -59,28 +57,53 @@ def test_stop_reaches_the_running_and_the_waiting_runs_of_its_session_only():
         assert not later.is_set() and not elsewhere.is_set()
 
 
+def test_style_strength_is_the_style_weight_on_a_log_scale():
+    assert app.strength_to_weight(app.DEFAULT_STRENGTH) == Settings().style_weight
+    weights = [app.strength_to_weight(strength) for strength in range(1, 11)]
+    assert all(later / earlier == pytest.approx(app.STRENGTH_FACTOR) for earlier, later in zip(weights, weights[1:]))
+    assert app.weight_to_strength(app.strength_to_weight(7.5)) == pytest.approx(7.5)
+
+
 @pytest.fixture(scope="module")
 def client(server_url):
     return Client(server_url, verbose=False)
 
 
 @pytest.mark.server
-def test_submit_streams_frames_then_the_final_picture(client):
-    job = client.submit(*request(steps=40, size=128), api_name="/stylize")
+def test_the_api_names_every_parameter_with_its_default_and_description(client):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/stylize"]
+    parameters = {parameter["parameter_name"]: parameter for parameter in info["parameters"]}
+    defaults = Settings()
+    assert list(parameters)[:2] == ["content", "style"] and not parameters["content"]["parameter_has_default"]
+    for name, parameter in list(parameters.items())[2:]:
+        assert parameter["parameter_has_default"], name
+        expected = getattr(defaults, name, None)
+        assert parameter["parameter_default"] == (list(expected) if isinstance(expected, tuple) else expected), name
+        assert parameter["python_type"]["description"], name
+    assert [output["label"] for output in info["returns"]] == ["picture", "status", "progress", "timelapse"]
+
+
+@pytest.mark.server
+def test_submit_streams_frames_at_the_output_size_then_the_final_picture_with_its_settings(client):
+    job = client.submit(**pair(), steps=40, size=128, style_weight=3.0, api_name="/stylize")
     outputs = list(job)
     assert len(outputs) >= 4, len(outputs)
-    picture, plot, status, comparison = outputs[-1]
-    result = Image.open(picture)
-    assert max(result.size) == 128 and result.format == "PNG"
+    sizes = {Image.open(picture).size for picture, *_ in outputs}
+    assert sizes == {(128, 85)}  # the 128 px scale's frames too
+    picture, status, progress, timelapse = outputs[-1]
+    assert Image.open(picture).format == "PNG"
     assert "step 40/40" in status and "done" in status
-    assert comparison is not None
-    frames_seen = [output[2] for output in outputs]
-    assert len(set(frames_seen)) >= 3
+    assert progress["done"]
+    with Image.open(timelapse) as animation:
+        assert animation.format == "WEBP" and animation.n_frames >= 3 and animation.size == (128, 85)
+    assert len({output[1] for output in outputs}) >= 3
+    restored = settings_from_picture(picture)
+    assert (restored.steps, restored.size, restored.style_weight) == (40, 128, 3.0)
 
 
 @pytest.mark.server
 def test_cancel_stops_the_engine(client):
-    job = client.submit(*request(steps=1000, size=128), api_name="/stylize")
+    job = client.submit(**pair(), steps=1000, size=128, api_name="/stylize")
     deadline = time.time() + 60
     while len(job.outputs()) < 2 and time.time() < deadline:
         time.sleep(0.1)
@@ -93,32 +116,35 @@ def test_cancel_stops_the_engine(client):
 @pytest.mark.server
 def test_stop_ends_this_clients_run_with_its_picture(server_url):
     client = Client(server_url, verbose=False)
-    job = client.submit(*request(steps=1000, size=128), api_name="/stylize")
+    job = client.submit(**pair(), steps=1000, size=128, api_name="/stylize")
     deadline = time.time() + 60
     while len(job.outputs()) < 2 and time.time() < deadline:
         time.sleep(0.1)
     client.predict(api_name="/stop")
     outputs = list(job)
-    picture, _, status, comparison = outputs[-1]
-    assert status.startswith("Stopped.") and "/1000" in status
-    assert max(Image.open(picture).size) == 128 and comparison is not None
+    picture, status, progress, _ = outputs[-1]
+    assert status.startswith("Stopped.") and "/1000" in status and progress["done"]
+    assert max(Image.open(picture).size) == 128
     assert engine_is_idle()
 
 
 BAD_INPUTS = [
     ({"content": None}, "Add a content image"),
     ({"style": None}, "Add a style image"),
-    ({"style_weight_log": math.nan}, "style weight (log10) must be a number from -2 to 5"),
-    ({"content_weight_log": math.inf}, "content weight (log10) must be a number"),
+    ({"style_weight": math.nan}, "style weight must be a number from 0 to 100000"),
+    ({"content_weight": math.inf}, "content weight must be a number"),
     ({"steps": -5}, f"steps must be a whole number from 1 to {app.LIMITS['steps']}"),
     ({"steps": 2.5}, "steps must be a whole number"),
     ({"size": 100000}, f"size must be a whole number from 64 to {app.LIMITS['size']}"),
     ({"size": "big"}, "size must be a whole number"),
     ({"style_layers": []}, "at least one style layer"),
     ({"style_layers": ["relu1_1", "fc7"]}, "unknown style layer 'fc7'"),
+    ({"style_layer_weights": [1, 2]}, "style layer weights: give 5 values"),
     ({"content_layer": "pool9"}, "unknown content layer"),
     ({"optimizer": "sgd"}, "unknown optimizer"),
     ({"tv_weight": -1}, "tv weight must be a number from 0 to 100"),
+    ({"weights": "/etc/vgg.pth"}, "unknown weights"),
+    ({"style_blend": [1, 1]}, "style blend: give 1 values"),
 ]
 
 
@@ -126,7 +152,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("changes, message", BAD_INPUTS)
 def test_bad_input_is_refused_with_its_reason(server_url, changes, message):
     files = {"content": raw_http.upload(server_url, CONTENT), "style": raw_http.upload(server_url, STYLE)}
-    event, reply = raw_http.call(server_url, "stylize", request(**{**files, **changes}))
+    event, reply = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", **{**files, **changes}))
     assert event == "error"
     assert message in reply["error"]
 
@@ -136,8 +162,8 @@ def test_a_good_request_still_succeeds_after_bad_ones(client, tmp_path):
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("this is text, not a picture")
     with pytest.raises(AppError, match="not a readable image"):
-        client.predict(*request(content=handle_file(str(not_an_image))), api_name="/stylize")
-    picture, _, status, _ = client.predict(*request(steps=3, size=64), api_name="/stylize")
+        client.predict(content=handle_file(str(not_an_image)), style=handle_file(STYLE), api_name="/stylize")
+    picture, status, *_ = client.predict(**pair(), steps=3, size=64, api_name="/stylize")
     assert Image.open(picture).size == (64, 43)
     assert "done" in status
 
@@ -145,7 +171,39 @@ def test_a_good_request_still_succeeds_after_bad_ones(client, tmp_path):
 @pytest.mark.server
 def test_a_run_past_the_time_limit_stops_and_keeps_its_picture(client, monkeypatch):
     monkeypatch.setattr(app, "JOB_SECONDS", 1.0)
-    picture, _, status, comparison = client.predict(*request(steps=1000, size=96), api_name="/stylize")
-    assert "stopped at the time limit of 1.0 s" in status
+    picture, status, progress, _ = client.predict(**pair(), steps=1000, size=96, api_name="/stylize")
+    assert "stopped at the time limit of 1.0 s" in status and progress["done"]
     assert max(Image.open(picture).size) == 96
-    assert comparison is not None
+
+
+def _data_uri(path: str) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+@pytest.mark.server
+def test_stylize_is_an_mcp_tool_with_its_arguments_explained(server_url):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def list_and_call():
+        async with streamablehttp_client(f"{server_url}/gradio_api/mcp/") as (read, write, _), ClientSession(read, write) as session:
+            await session.initialize()
+            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+            # With a progress callback Gradio streams the run's progress and returns each output as
+            # its own content (without one, Gradio 6.31 returns all of them as one text).
+            result = await session.call_tool("stylize", {"content": _data_uri(CONTENT), "style": _data_uri(STYLE), "size": 64, "steps": 3},
+                                             progress_callback=lambda *update: progress.append(update))
+            return tools, result
+
+    progress = []
+    tools, result = asyncio.run(list_and_call())
+    assert set(tools) == {"stylize"}  # the page's own events are not tools
+    tool = tools["stylize"]
+    assert "style of a painting" in tool.description
+    properties = tool.inputSchema["properties"]
+    assert properties["size"]["default"] == Settings().size and "long side" in properties["size"]["description"]
+    assert all(properties[name].get("description") for name in properties), properties
+    assert not result.isError, result
+    assert progress
+    (picture,) = [item for item in result.content if item.type == "image" and item.mimeType == "image/png"]
+    assert max(Image.open(io.BytesIO(base64.b64decode(picture.data))).size) == 64

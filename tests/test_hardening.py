@@ -16,7 +16,7 @@ from nst import images
 
 from . import raw_http
 from .conftest import EXAMPLES, ROOT, engine_is_busy, engine_is_idle
-from .load_test import job_arguments, run_load
+from .load_test import run_load
 
 pytestmark = pytest.mark.server
 STYLE = EXAMPLES / "starry_night.jpg"
@@ -86,7 +86,7 @@ def _stylize_upload(url: str, name: str, data: bytes, tmp_path) -> tuple[str, ob
     path = tmp_path / name
     path.write_bytes(data)
     content, style = raw_http.upload(url, path), raw_http.upload(url, STYLE)
-    return raw_http.call(url, "stylize", job_arguments(content, style, size=64, steps=2))
+    return raw_http.call(url, "stylize", raw_http.arguments(url, "stylize", content=content, style=style, size=64, steps=2))
 
 
 def _no_internals(message: str) -> None:
@@ -143,7 +143,8 @@ def test_no_server_file_is_reachable(server_url):
                     {"path": str(ROOT / "examples" / "chelsea.jpg"), "meta": {"_type": "gradio.FileData"}},
                     {"path": None, "url": f"{server_url}/gradio_api/info", "meta": {"_type": "gradio.FileData"}},
                     {"path": None, "url": "http://127.0.0.1:9/secret.png", "meta": {"_type": "gradio.FileData"}}):
-        event, reply = raw_http.call(server_url, "stylize", job_arguments(content, style, size=64, steps=2))
+        event, reply = raw_http.call(server_url, "stylize",
+                                     raw_http.arguments(server_url, "stylize", content=content, style=style, size=64, steps=2))
         assert event == "error", content
         assert "root:" not in str(reply)
         assert "uploaded to this app" in reply["error"], reply
@@ -154,7 +155,8 @@ def test_no_server_file_is_reachable(server_url):
 def test_an_upload_deleted_from_the_cache_is_refused_without_its_path(server_url):
     content, style = raw_http.upload(server_url, EXAMPLES / "chelsea.jpg"), raw_http.upload(server_url, STYLE)
     os.remove(content["path"])  # as the cache cleaner does after NST_CACHE_SECONDS
-    event, reply = raw_http.call(server_url, "stylize", job_arguments(content, style, size=64, steps=2))
+    event, reply = raw_http.call(server_url, "stylize",
+                                 raw_http.arguments(server_url, "stylize", content=content, style=style, size=64, steps=2))
     assert event == "error"
     assert "upload it again" in reply["error"]
     _no_internals(reply["error"])
@@ -164,13 +166,12 @@ def test_an_upload_deleted_from_the_cache_is_refused_without_its_path(server_url
 def test_bad_numbers_never_show_internals(server_url):
     content = raw_http.upload(server_url, EXAMPLES / "chelsea.jpg")
     style = raw_http.upload(server_url, STYLE)
-    arguments = job_arguments(content, style, size=64, steps=2)
-    for index, value in [(2, float("nan")), (3, float("-inf")), (4, "ten"), (5, [512]), (6, "relu1_1"), (6, [None]),
-                         (11, "yes"), (15, -1), (15, 2**40), (18, {"a": 1})]:
-        bad = list(arguments)
-        bad[index] = value
-        event, reply = raw_http.call(server_url, "stylize", bad)
-        assert event == "error", (index, value)
+    for name, value in [("style_weight", float("nan")), ("content_weight", float("-inf")), ("steps", "ten"), ("size", [512]),
+                        ("style_layers", "relu1_1"), ("style_layers", [None]), ("multiscale", "yes"), ("seed", -1), ("seed", 2**40),
+                        ("style_blend", {"a": 1}), ("style_layer_weights", "equal"), ("style_scale", None)]:
+        arguments = raw_http.arguments(server_url, "stylize", **{"content": content, "style": style, "size": 64, "steps": 2, name: value})
+        event, reply = raw_http.call(server_url, "stylize", arguments)
+        assert event == "error", (name, value)
         _no_internals(reply["error"])
         assert "must" in reply["error"] or "unknown" in reply["error"], reply
 
@@ -187,8 +188,9 @@ def test_a_crowd_is_served_or_refused_and_memory_comes_back(server_url):
     assert report["peak_rss_mb"] < 6000
     time.sleep(1)
     assert process.memory_info().rss - baseline < 400 * 2**20
-    event, _ = raw_http.call(server_url, "stylize", job_arguments(raw_http.upload(server_url, EXAMPLES / "chelsea.jpg"),
-                                                                 raw_http.upload(server_url, STYLE), size=64, steps=2))
+    event, _ = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", size=64, steps=2,
+                                                                       content=raw_http.upload(server_url, EXAMPLES / "chelsea.jpg"),
+                                                                       style=raw_http.upload(server_url, STYLE)))
     assert event == "complete"
     print(report)
 
@@ -196,7 +198,8 @@ def test_a_crowd_is_served_or_refused_and_memory_comes_back(server_url):
 def test_a_dropped_connection_frees_the_worker(server_url):
     content = raw_http.upload(server_url, EXAMPLES / "chelsea.jpg")
     style = raw_http.upload(server_url, STYLE)
-    response = httpx.post(f"{server_url}/gradio_api/call/stylize", json={"data": job_arguments(content, style, size=128, steps=1000)})
+    arguments = raw_http.arguments(server_url, "stylize", content=content, style=style, size=128, steps=1000)
+    response = httpx.post(f"{server_url}/gradio_api/call/stylize", json={"data": arguments})
     event_id = response.json()["event_id"]
     frames = 0
     with httpx.stream("GET", f"{server_url}/gradio_api/call/stylize/{event_id}", timeout=60) as stream:
@@ -211,20 +214,17 @@ def test_a_dropped_connection_frees_the_worker(server_url):
 
 def test_cancelling_running_and_waiting_jobs_frees_the_worker(server_url):
     client = Client(server_url, verbose=False)
-    arguments = [handle_file(str(EXAMPLES / "chelsea.jpg")), handle_file(str(STYLE)), 0.0, 1.0, 1000, 128,
-                 ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], "relu4_2", "lbfgs", "content", "none", True, 0.0,
-                 1.0, "max", 0, "embedded", None, 0.5]
-    running = client.submit(*arguments, api_name="/stylize")
+    pair = {"content": handle_file(str(EXAMPLES / "chelsea.jpg")), "style": handle_file(str(STYLE))}
+    running = client.submit(**pair, steps=1000, size=128, api_name="/stylize")
     deadline = time.time() + 60
     while not running.outputs() and time.time() < deadline:
         time.sleep(0.1)
-    waiting = client.submit(*arguments, api_name="/stylize")
+    waiting = client.submit(**pair, steps=1000, size=128, api_name="/stylize")
     assert engine_is_busy()
     waiting.cancel()
     running.cancel()
     assert engine_is_idle()
     started = time.perf_counter()
-    quick = arguments[:4] + [2, 64] + arguments[6:]
-    picture, _, status, _ = client.predict(*quick, api_name="/stylize")
+    picture, status, *_ = client.predict(**pair, steps=2, size=64, api_name="/stylize")
     assert "done" in status
     assert time.perf_counter() - started < 15  # the cancelled waiting job did not run first

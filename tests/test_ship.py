@@ -70,10 +70,9 @@ def test_examples_are_small_jpegs_with_credits():
 @pytest.mark.server
 def test_every_example_pair_runs_in_the_app(server_url):
     client = Client(server_url, verbose=False)
-    for content, style, style_weight_log, _, _ in app.example_rows():
-        picture, _, status, _ = client.predict(
-            handle_file(content), handle_file(style), 0.0, style_weight_log, 2, 64, ["relu1_1", "relu3_1", "relu5_1"],
-            "relu4_2", "lbfgs", "content", "none", True, 0.0, 1.0, "max", 0, "embedded", None, 0.5, api_name="/stylize")
+    for content, style, strength, _ in app.example_rows():
+        picture, status, *_ = client.predict(content=handle_file(content), style=handle_file(style), steps=2, size=64,
+                                             style_weight=app.strength_to_weight(strength), api_name="/stylize")
         assert "done" in status
         assert max(Image.open(picture).size) == 64
 
@@ -129,11 +128,11 @@ def test_cache_folder_stays_bounded_over_50_jobs(tmp_path):
     process, url = _serve(tmp_path, NST_CACHE_SECONDS="3")
     try:
         client = Client(url, verbose=False)
-        arguments = [handle_file(str(EXAMPLES / "chelsea.jpg")), handle_file(str(EXAMPLES / "graf1.jpg")), 0.0, 1.0, 2, 64,
-                     ["relu1_1", "relu3_1"], "relu4_2", "lbfgs", "noise", "none", False, 0.0, 1.0, "max", 0, "embedded", None, 0.5]
+        pair = {"content": handle_file(str(EXAMPLES / "chelsea.jpg")), "style": handle_file(str(EXAMPLES / "graf1.jpg"))}
         counts = []
-        for job in range(50):
-            client.predict(*arguments[:15], job, *arguments[16:], api_name="/stylize")  # a new seed: new pictures
+        for job in range(50):  # a new seed each: new pictures
+            client.predict(**pair, steps=2, size=64, style_layers=["relu1_1", "relu3_1"], init="noise", multiscale=False, seed=job,
+                           api_name="/stylize")
             counts.append(sum(1 for path in (tmp_path / "gradio").rglob("*") if path.is_file()))
         time.sleep(4)
         settled = sum(1 for path in (tmp_path / "gradio").rglob("*") if path.is_file())
