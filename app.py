@@ -44,6 +44,10 @@ DEFAULTS = Settings()
 DEFAULT_STRENGTH = 5.0
 STRENGTH_FACTOR = 2.0
 LOSS_TERMS = ("content", "style", "total")
+# Public-domain paintings from five periods, one click each as the style (credits in examples/CREDITS.md).
+GALLERY = [("panel/codex_initial.jpg", "Codex Aboensis, 15th c."), ("starry_night.jpg", "Van Gogh, 1889"),
+           ("panel/munch_scream.jpg", "Munch, 1893"), ("panel/simberg_angel.jpg", "Simberg, 1903"),
+           ("panel/klimt_kiss.jpg", "Klimt, 1907–08")]
 
 HOW_IT_WORKS = """
 **What happens when you press Stylize** (Gatys, Ecker & Bethge, 2015)
@@ -410,6 +414,10 @@ def arm_stop(request: gr.Request) -> None:
     stop_requests.arm(request.session_hash)
 
 
+def pick_style(selected: gr.SelectData) -> str:
+    return str(EXAMPLES / GALLERY[selected.index][0])
+
+
 def request_stop(request: gr.Request) -> None:
     """Stop this session's run at its next frame, or before it starts if it is still waiting."""
     stop_requests.stop(request.session_hash)
@@ -473,6 +481,8 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
                 content_image = gr.Image(label="Content (your photo)", type="filepath", sources=["upload", "clipboard", "webcam"],
                                          height=260)
                 style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=260)
+            gallery = gr.Gallery([(str(EXAMPLES / path), caption) for path, caption in GALLERY], label="Or pick a painting",
+                                 columns=len(GALLERY), rows=1, height=140, allow_preview=False, object_fit="cover", elem_id="gallery")
             style_strength = gr.Slider(1, 10, value=DEFAULT_STRENGTH, step=0.5, label="Style strength", elem_id="strength",
                                        info="1: a light touch of the painting · 10: fully painted")
             with gr.Row():
@@ -526,6 +536,7 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
         on_zero_gpu(stylize_page), page_inputs, [result, loss_plot, status, comparison, timelapse], api_visibility="private",
         preprocess=False, concurrency_limit=CONCURRENCY, concurrency_id="stylize", show_progress="minimal")
     stop_button.click(request_stop, None, None, api_name="stop", api_visibility="undocumented", queue=False)
+    gallery.select(pick_style, None, style_image, api_visibility="private")
     RESTORED = ["style_strength", "content_weight_log", "steps", "size", "style_layers", "content_layer", "optimizer", "init",
                 "preserve_colors", "multiscale", "tv_weight", "style_scale", "pooling", "seed"]
     saved_picture.upload(restore_settings, saved_picture,

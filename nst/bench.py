@@ -390,8 +390,11 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     precisions = args.precisions or sorted({"fp32", resolve_precision("auto", device)})
-    content = images.open_image(args.content, "content image")
-    style = images.open_image(args.style, "style image")
+    try:
+        content = images.open_image(args.content, "content image")
+        style = images.open_image(args.style, "style image")
+    except images.ImageError as error:  # installed without the repository's examples: name the pictures
+        parser.error(f"{error} (give --content and --style)")
     reuse_freed_memory()  # as the app and the CLI up to 768 px do; the naive loop's process keeps glibc's default
     report: dict = {"machine": machine(device), "device": device.type, "torch": torch.__version__}
     report["peak_conv_gflops"] = measure_peak_gflops(device)

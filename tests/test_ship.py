@@ -2,9 +2,11 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
 
 import gradio
 import httpx
@@ -15,6 +17,7 @@ from packaging.requirements import Requirement
 from PIL import Image
 
 import app
+from nst import __version__ as nst_version
 
 from .conftest import EXAMPLES, ROOT
 
@@ -141,3 +144,40 @@ def test_cache_folder_stays_bounded_over_50_jobs(tmp_path):
         process.wait(timeout=30)
     assert max(counts) < 100, counts  # 50 jobs write well over 150 files
     assert settled < max(counts), (settled, counts)
+
+
+def test_pip_install_gives_the_package_and_the_nst_command_from_any_folder(tmp_path):
+    source, site, elsewhere = tmp_path / "source", tmp_path / "site", tmp_path / "elsewhere"
+    source.mkdir()
+    for path in ("pyproject.toml", "README.md", "nst"):
+        (shutil.copytree if (ROOT / path).is_dir() else shutil.copy)(ROOT / path, source / path)
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site),
+                             str(source)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    api = subprocess.run([sys.executable, "-c", "import nst, sys; from nst import Settings, open_image, stylize; "
+                          "frames = list(stylize(open_image(sys.argv[1]), open_image(sys.argv[2]), Settings(size=64, steps=2))); "
+                          "print(nst.__file__, nst.__version__, frames[-1].image.size)", str(EXAMPLES / "chelsea.jpg"),
+                          str(EXAMPLES / "starry_night.jpg")], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert api.returncode == 0, api.stderr
+    location, version, _ = api.stdout.split(" ", 2)
+    assert location.startswith(str(site)) and version == nst_version
+    command = subprocess.run([str(site / "bin" / "nst"), str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"), "-o", "out.png",
+                              "--size", "64", "--steps", "2"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert command.returncode == 0, command.stderr
+    assert Image.open(elsewhere / "out.png").size == (64, 43)
+
+
+def test_the_package_needs_what_requirements_txt_installs():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    reqs = requirements()
+    for line in declared:
+        requirement = Requirement(line)
+        assert str(reqs[requirement.name.lower()].specifier) == str(requirement.specifier), line
+
+
+def test_what_users_generate_is_ignored_by_git():
+    generated = ["out.png", "out-step50.png", "out.webp", "frames.jsonl", "quality-output/results-ours.json", "tests/output/1-loaded.png"]
+    result = subprocess.run(["git", "check-ignore", *generated], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.split() == generated
