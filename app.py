@@ -5,20 +5,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import itertools
 import logging
 import math
 import os
+import shutil
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 from gradio.exceptions import InvalidPathError
+from PIL import Image, ImageChops
 
 import nst
-from nst import ImageError, Settings, SettingsError, WeightsError, open_image, save_png, settings_from_picture
+from nst import ImageError, Settings, SettingsError, WeightsError, open_image, save_png, scale_schedule, settings_from_picture
+from nst.images import open_mask
 from nst.engine import warm_up
 from nst.runtime import release_freed_memory, resolve_device, reuse_freed_memory
 from nst.settings import check_number, declaration, format_number
@@ -26,6 +32,17 @@ from nst.timelapse import Timelapse
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 ON_GPU = resolve_device("auto").type != "cpu"
+
+
+def _on_zero_gpu() -> bool:
+    try:
+        import spaces
+    except ImportError:
+        return False
+    return bool(getattr(getattr(spaces, "config", None), "Config", None) and spaces.config.Config.zero_gpu)
+
+
+ZERO_GPU = _on_zero_gpu()
 # This server's policy on top of the settings' declarations: a shared CPU is slow, so smaller
 # pictures, fewer steps and a time limit per picture (a run that takes longer stops and keeps its picture).
 LIMITS = {"size": 2048 if ON_GPU else 1024, "steps": 2000 if ON_GPU else 1000}
@@ -66,7 +83,7 @@ HOW_IT_WORKS = """
    arrangement. Fewer style layers, or only low ones, give finer texture.
 
 It works coarse to fine: most steps run on a small version of the picture (fast), then on the full size.
-Every result PNG carries its settings: drop one on "Restore settings" to make it again.
+Every result PNG carries its settings: drop one on "Restore settings" (under Advanced) to set them again.
 """
 
 
@@ -78,6 +95,17 @@ def weight_to_strength(weight: float) -> float:
     return DEFAULT_STRENGTH + math.log(max(weight, 1e-12) / DEFAULTS.style_weight, STRENGTH_FACTOR)
 
 
+def bounds(name: str) -> tuple[float, float]:
+    """A setting's range, as declared and narrowed by this server's LIMITS."""
+    spec = declaration(name).declaration
+    return spec.low, LIMITS.get(name, spec.high)
+
+
+def choices(name: str) -> list[str]:
+    spec = declaration(name).declaration
+    return list(spec.shown or spec.choices)
+
+
 # --- Requests: what the browser or an API client sent -> images and Settings, or gr.Error -----------
 
 ONLY_UPLOADS = "send an image file uploaded to this app (gradio_client's handle_file does that); URLs and paths on the server are refused"
@@ -87,7 +115,7 @@ def _refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def _image(payload, what: str):
+def _image(payload, what: str, decode=open_image):
     if payload is None:
         return None
     path = payload.get("path") if isinstance(payload, dict) else None
@@ -96,7 +124,7 @@ def _image(payload, what: str):
     if not Path(path).is_file():  # deleted from the upload cache; its path is the server's business
         raise _refuse(f"{what}: the uploaded file is no longer on the server (uploads are kept {CACHE_SECONDS // 60} minutes); "
                       "upload it again")
-    return open_image(path, what)
+    return decode(path, what)
 
 
 class Blocks(gr.Blocks):
@@ -113,8 +141,8 @@ class Blocks(gr.Blocks):
             raise _refuse(f"images: {ONLY_UPLOADS}") from None
 
 
-def parse_request(content, style, second_style, **values):
-    """The images and validated Settings of a request, or gr.Error naming what is allowed."""
+def parse_request(content, style, second_style, mask=None, **values):
+    """The images, validated Settings and mask (or None) of a request, or gr.Error naming what is allowed."""
     if content is None:
         raise _refuse("Add a content image (the photo to repaint).")
     if style is None:
@@ -124,7 +152,7 @@ def parse_request(content, style, second_style, **values):
     try:
         styles = [_image(style, "style image")] + ([_image(second_style, "second style image")] if second_style is not None else [])
         settings = Settings.from_values(style_count=len(styles), limits=LIMITS, **values)
-        return _image(content, "content image"), styles, settings
+        return _image(content, "content image"), styles, settings, _image(mask, "mask", open_mask)
     except (ImageError, SettingsError) as error:
         raise _refuse(str(error)) from None
 
@@ -132,45 +160,50 @@ def parse_request(content, style, second_style, **values):
 # --- One run, shared by the page and the API ---------------------------------------------------------
 
 class StopRequests:
-    """Stop flags per session, which a run reads at each frame and ends on, keeping its picture.
+    """Stop flags, one per run, which the run reads at each frame and ends on, keeping its picture.
 
     Cancelling the event instead left red "Error" badges over the outputs about one Stop in five,
-    when the cancellation met a frame on its way. Stop sets every flag of its session: the running
-    run's, and those of runs still waiting in the queue, armed when Stylize was clicked.
+    when the cancellation met a frame on its way. A click on Stylize arms its run's flag at once,
+    before the queue, so Stop reaches runs still waiting too; Stop sets every flag of its session.
+    A flag is a file, so that a run in another process (ZeroGPU forks one per call) sees it.
     """
 
     def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="nst-stops-"))
         self._lock = threading.Lock()
-        self._waiting: dict[str, list[threading.Event]] = {}
-        self._running: dict[str, list[threading.Event]] = {}
+        self._sessions: dict[str, set[str]] = {}
 
-    def arm(self, session: str) -> None:
+    def arm(self, session: str) -> str:
+        token = uuid.uuid4().hex
         with self._lock:
-            self._waiting.setdefault(session, []).append(threading.Event())
+            self._sessions.setdefault(session, set()).add(token)
+        return token
 
     @contextlib.contextmanager
-    def running(self, session: str) -> Iterator[threading.Event]:
-        """The flag of a run starting now: the oldest armed one of its session, or a new one."""
-        with self._lock:
-            waiting = self._waiting.get(session)
-            flag = waiting.pop(0) if waiting else threading.Event()
-            self._running.setdefault(session, []).append(flag)
+    def running(self, session: str, token: str | None = None) -> Iterator[str]:
+        """The flag's token of a run starting now: the one its click armed, or a new one."""
+        token = token if token and token.isalnum() else self.arm(session)
         try:
-            yield flag
+            yield token
         finally:
             with self._lock:
-                self._running[session].remove(flag)
-                if not self._running[session]:
-                    del self._running[session]
+                self._sessions.get(session, set()).discard(token)
+            (self.folder / token).unlink(missing_ok=True)
+
+    def stopped(self, token: str) -> bool:
+        return (self.folder / token).exists()
 
     def stop(self, session: str) -> None:
         with self._lock:
-            for flag in self._waiting.get(session, []) + self._running.get(session, []):
-                flag.set()
+            tokens = list(self._sessions.get(session, ()))
+        for token in tokens:
+            (self.folder / token).touch()
 
     def forget(self, session: str) -> None:
         with self._lock:
-            self._waiting.pop(session, None)
+            tokens = self._sessions.pop(session, set())
+        for token in tokens:
+            (self.folder / token).unlink(missing_ok=True)
 
 
 stop_requests = StopRequests()
@@ -183,30 +216,36 @@ def status_line(frame, state: str | None = None) -> str:
             f"{per_step:.2f} s/step · {state} · {frame.device} {frame.precision}")
 
 
-def run_frames(content, styles, settings: Settings, session: str | None):
+def gpu_seconds(settings: Settings) -> int:
+    """ZeroGPU booking for a run: generous for the steps and size asked for, within ZeroGPU's 300 s."""
+    return int(min(300, 20 + settings.steps * (settings.size / 512) ** 2 * 0.02))
+
+
+def run_frames(content, styles, settings: Settings, mask, token: str):
     """Yields (frame, status, finished) as the picture forms: finished on the last frame, also
     when the run stops early (Stop, the time limit, a NaN). Errors after the first frame end the
-    run with a warning and the last picture; before it, they are refused with gr.Error."""
+    run with a warning and the last picture; before it, they are refused with gr.Error. On ZeroGPU
+    this runs in a process of its own (see on_zero_gpu)."""
+    time_limit = min(JOB_SECONDS, gpu_seconds(settings) - 15) if ZERO_GPU else JOB_SECONDS
     frame = None
     try:
-        with stop_requests.running(session or "") as stop:
-            if stop.is_set():
+        if stop_requests.stopped(token):
+            return
+        frames = nst.stylize(content, styles, settings, mask=mask)
+        for frame in frames:
+            status, finished = status_line(frame), frame.done
+            if frame.message:
+                gr.Warning(frame.message)
+                status = f"stopped: {frame.message}"
+            elif not finished and stop_requests.stopped(token):
+                frames.close()
+                status, finished = f"Stopped. {status_line(frame, 'stopped')}", True
+            elif not finished and frame.elapsed > time_limit:
+                frames.close()
+                status, finished = f"stopped at the time limit of {time_limit} s per picture: {status_line(frame, 'stopped')}", True
+            yield frame, status, finished
+            if finished:
                 return
-            frames = nst.stylize(content, styles, settings)
-            for frame in frames:
-                status, finished = status_line(frame), frame.done
-                if frame.message:
-                    gr.Warning(frame.message)
-                    status = f"stopped: {frame.message}"
-                elif not finished and stop.is_set():
-                    frames.close()
-                    status, finished = f"Stopped. {status_line(frame, 'stopped')}", True
-                elif not finished and frame.elapsed > JOB_SECONDS:
-                    frames.close()
-                    status, finished = f"stopped at the time limit of {JOB_SECONDS} s per picture: {status_line(frame, 'stopped')}", True
-                yield frame, status, finished
-                if finished:
-                    return
     except (ImageError, SettingsError, WeightsError) as error:
         message = str(error)
     except Exception as error:  # out of memory and the like: say what, log where, keep serving
@@ -222,31 +261,50 @@ def run_frames(content, styles, settings: Settings, session: str | None):
     yield frame, f"stopped: {message}", True
 
 
+def on_zero_gpu(function):
+    """`function` on a ZeroGPU Space's GPU, booked for `gpu_seconds` of its settings; elsewhere as it is."""
+    if not ZERO_GPU:
+        return function
+    import spaces
+
+    return spaces.GPU(duration=lambda content, styles, settings, *rest: gpu_seconds(settings))(function)
+
+
+frames_on_device = on_zero_gpu(run_frames)
+
+
 class Results:
     """Where a run's files go: the final PNG (with its settings) and the timelapse. Gradio copies
-    what a run returns into its own cache, which it cleans, so these are deleted with the run."""
+    what a run returns into its own cache, which it cleans; these folders go when they are older
+    than the cache's files (checked at each run's start)."""
+
+    root = Path(tempfile.gettempdir()) / f"nst-results-{os.getpid()}"
 
     def __init__(self):
-        self.folder = tempfile.TemporaryDirectory(prefix="nst-")
+        self.root.mkdir(exist_ok=True)
+        for old in self.root.iterdir():
+            if time.time() - old.stat().st_mtime > CACHE_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        self.folder = Path(tempfile.mkdtemp(dir=self.root))
         self.timelapse = Timelapse()
 
     def picture(self, frame, settings: Settings) -> str:
-        path = os.path.join(self.folder.name, "stylized.png")
+        path = self.folder / "stylized.png"
         save_png(frame.image, path, settings)
-        return path
+        return str(path)
 
     def animation(self, frame) -> str:
         self.timelapse.finish(frame.image)
-        path = os.path.join(self.folder.name, "timelapse.webp")
+        path = self.folder / "timelapse.webp"
         self.timelapse.save(path)
-        return path
+        return str(path)
 
 
 # --- The page's Stylize button ------------------------------------------------------------------------
 
 def stylize_page(content, style, style_strength, content_weight_log, steps, size, style_layers, content_layer, optimizer, init,
                  preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights, second_style, second_style_share,
-                 request: gr.Request):
+                 mask, mask_feather, token, request: gr.Request):
     """Streams (picture, loss plot, status, before/after, timelapse) to the page as the picture forms."""
     try:
         check_number("style strength", style_strength, 1, 10)
@@ -255,17 +313,17 @@ def stylize_page(content, style, style_strength, content_weight_log, steps, size
     except SettingsError as error:
         raise _refuse(str(error)) from None
     with_second = second_style is not None and second_style_share > 0
-    content_image, styles, settings = parse_request(
-        content, style, second_style if with_second else None, style_weight=strength_to_weight(style_strength),
+    content_image, styles, settings, mask_image = parse_request(
+        content, style, second_style if with_second else None, mask, mask_feather=mask_feather,
+        style_weight=strength_to_weight(style_strength),
         content_weight=10 ** content_weight_log, steps=steps, size=size, style_layers=style_layers, content_layer=content_layer,
         optimizer=optimizer, init=init, preserve_colors=preserve_colors, multiscale=multiscale, tv_weight=tv_weight,
         style_scale=style_scale, pooling=pooling, seed=seed, weights=weights,
-        style_blend=(1 - second_style_share, second_style_share) if with_second else None)
-    results, plot = Results(), LossPlot(settings.steps)
-    with results.folder:
-        started = False
-        for frame, status, finished in run_frames(content_image, styles, settings, request.session_hash if request else None):
-            started = True
+        style_blend=(1 - second_style_share, second_style_share) if with_second and mask is None else None)
+    results, plot = Results(), None
+    with stop_requests.running(request.session_hash if request else "", token) as token:
+        for frame, status, finished in frames_on_device(content_image, styles, settings, mask_image, token):
+            plot = plot or LossPlot(settings, frame)
             plot.add(frame)
             results.timelapse.add(frame.image)
             if not finished:
@@ -274,30 +332,35 @@ def stylize_page(content, style, style_strength, content_weight_log, steps, size
             comparison = gr.ImageSlider(value=(content_image.resize(frame.image.size), frame.image), visible=True)
             yield results.picture(frame, settings), plot.figure(), status, comparison, gr.skip()
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.File(value=results.animation(frame), visible=True)
-        if not started:
-            yield gr.skip(), gr.skip(), "Stopped before it started.", gr.skip(), gr.skip()
+    if plot is None:
+        yield gr.skip(), gr.skip(), "Stopped before it started.", gr.skip(), gr.skip()
 
 
 class LossPlot:
-    """The loss plot's rows: each term on a log10 axis, and a marked line where a finer scale starts."""
+    """The loss plot: each term on a log10 axis, and a line named "→ 256 px" where each finer scale
+    starts; the x axis ends at the last step. The page's plot takes its legend from the series in
+    its first data and keeps it, so every series gets an empty point from the first frame on."""
 
-    def __init__(self, steps: int):
-        self.steps, self.rows, self.scale = steps, [], None
+    def __init__(self, settings: Settings, first_frame):
+        width, height = first_frame.image.size  # at the size of the result
+        schedule = scale_schedule(settings.size, settings.steps, settings.multiscale, max(height, width) / min(height, width))
+        starts = itertools.accumulate(steps for _, steps in schedule)
+        self.scale_changes = [(start + 1, f"→ {side} px") for start, (side, _) in zip(starts, schedule[1:])]
+        series = [*LOSS_TERMS, *(label for _, label in self.scale_changes)]
+        self.steps, self.rows = settings.steps, [{"step": 0, "log10 loss": None, "series": name} for name in series]
+        self.colours = dict(zip(series, ["#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f", "#aaaaaa", "#555555", "#cccccc"], strict=False))
 
     def add(self, frame) -> None:
-        side = max(frame.size)
-        if self.scale is not None and side != self.scale:
-            low = min((row["log10 loss"] for row in self.rows), default=0)
-            high = max((row["log10 loss"] for row in self.rows), default=1)
-            label = f"→ {side} px"
-            self.rows += [{"step": frame.step, "log10 loss": value, "series": label} for value in (low, high)]
-        self.scale = side
         # a term at zero (the content term of the first step) has no place on a log axis
         self.rows += [{"step": frame.step, "log10 loss": math.log10(frame.losses[term]), "series": term}
                       for term in LOSS_TERMS if math.isfinite(frame.losses[term]) and frame.losses[term] > 0]
+        while self.scale_changes and self.scale_changes[0][0] <= frame.step:
+            step, label = self.scale_changes.pop(0)
+            values = [row["log10 loss"] for row in self.rows if row["series"] in LOSS_TERMS and row["log10 loss"] is not None]
+            self.rows += [{"step": step, "log10 loss": value, "series": label} for value in (min(values), max(values))]
 
     def figure(self) -> gr.LinePlot:
-        return gr.LinePlot(pd.DataFrame(self.rows), x_lim=[0, self.steps])
+        return gr.LinePlot(pd.DataFrame(self.rows), x_lim=[0, self.steps], color_map=self.colours)
 
 
 # --- The API: /stylize with the settings' names, and an MCP tool ---------------------------------------
@@ -309,40 +372,20 @@ def stylize(content: dict, style: dict, size: int = DEFAULTS.size, steps: int = 
             style_scale: float = DEFAULTS.style_scale, init: str = DEFAULTS.init,
             preserve_colors: str = DEFAULTS.preserve_colors, multiscale: bool = DEFAULTS.multiscale, pooling: str = DEFAULTS.pooling,
             optimizer: str = DEFAULTS.optimizer, seed: int = DEFAULTS.seed, weights: str = DEFAULTS.weights,
-            second_style: dict | None = None, style_blend: list[float] | None = None, request: gr.Request = None):
+            mask_feather: float = DEFAULTS.mask_feather, second_style: dict | None = None, style_blend: list[float] | None = None,
+            mask: dict | None = None, request: gr.Request = None):
     """Repaint a photo in the style of a painting (Gatys et al. neural style transfer with VGG19).
 
     Streams (picture, status, progress, timelapse) while the picture forms: the picture at the size
     of the result, a status line, the step, losses and estimated seconds left. The finished picture
     is a PNG that carries its settings; then the timelapse, an animated WebP of it forming, follows.
-
-    Args:
-        content: the photo whose arrangement is kept (an image file)
-        style: the painting whose textures and colours are taken (an image file)
-        size: long side of the result, in px
-        steps: optimisation steps, over all scales
-        style_weight: weight of the painting's textures: more paints more
-        content_weight: weight of the photo's arrangement: more keeps more of the photo
-        tv_weight: total variation weight: smooths noise
-        style_layers: VGG19 layers whose Gram matrices carry the style
-        style_layer_weights: one weight per style layer (default: equal)
-        content_layer: VGG19 layer that carries the photo's arrangement
-        style_scale: size of the style image relative to the result: larger, larger brush strokes
-        init: the picture the optimisation starts from
-        preserve_colors: luminance: transfer brightness only; histogram: recolour the painting first
-        multiscale: optimise coarse to fine, most steps on small pictures (faster)
-        pooling: VGG19's pooling
-        optimizer: the optimiser of the pixels
-        seed: random seed (for the noise start)
-        weights: VGG19 weights: embedded (offline) or imagenet
-        second_style: an optional second painting, blended with the first
-        style_blend: with a second style, the weight of each style image (default: equal)
+    (Its arguments' help, below the summary, is made from the settings' declarations.)
     """
-    values = {name: value for name, value in locals().items() if name not in ("content", "style", "second_style", "request")}
-    content_image, styles, settings = parse_request(content, style, second_style, **values)
+    values = {name: value for name, value in locals().items() if name not in ("content", "style", "second_style", "mask", "request")}
+    content_image, styles, settings, mask_image = parse_request(content, style, second_style, mask, **values)
     results = Results()
-    with results.folder:
-        for frame, status, finished in run_frames(content_image, styles, settings, request.session_hash if request else None):
+    with stop_requests.running(request.session_hash if request else "") as token:
+        for frame, status, finished in frames_on_device(content_image, styles, settings, mask_image, token):
             results.timelapse.add(frame.image)
             progress = {"step": frame.step, "steps": frame.steps, "size": list(frame.size), "losses": frame.losses,
                         "elapsed": round(frame.elapsed, 3), "seconds_left": round(frame.seconds_left, 1), "done": finished}
@@ -355,6 +398,32 @@ def stylize(content: dict, style: dict, size: int = DEFAULTS.size, steps: int = 
 
 
 NUMBERS_OR_NULL = {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "null"}]}
+
+
+API_IMAGES = {"content": "the photo whose arrangement is kept (an image file)",
+              "style": "the painting whose textures and colours are taken (an image file)",
+              "second_style": "an optional second painting: blended with the first, or, with a mask, where the mask is black",
+              "mask": "an optional image of where the style goes: white takes the style, black keeps the photo (or takes the "
+                      "second style), grey blends; a transparent image's alpha counts, so a brush layer works as it is"}
+STYLE_BLEND_HELP = "with a second style and no mask, the weight of each style image (default: equal)"
+
+
+def api_help(name: str) -> str:
+    """One line on an API parameter: from the setting's declaration, with its range on this server."""
+    if name in API_IMAGES:
+        return API_IMAGES[name]
+    if name == "style_blend":
+        return STYLE_BLEND_HELP
+    declared = declaration(name)
+    if name == "weights":
+        return f"VGG19 weights: {', '.join(SERVER_WEIGHTS)}"
+    low, high = bounds(name)
+    limits = f" ({format_number(low)} to {format_number(high)})" if low is not None and declared.kind in (int, float) else ""
+    return declared.declaration.help + limits
+
+
+API_PARAMETERS = [name for name in inspect.signature(stylize).parameters if name != "request"]
+stylize.__doc__ += "\n    Args:\n" + "".join(f"        {name}: {api_help(name)}\n" for name in API_PARAMETERS)
 
 
 def described(component: gr.components.Component, description: str, schema: dict | None = None) -> gr.components.Component:
@@ -374,11 +443,15 @@ def described(component: gr.components.Component, description: str, schema: dict
 
 
 def api_input(name: str) -> gr.components.Component:
-    """The API's input for a setting: its type, default, range or choices and help from its declaration."""
+    """The API's input for a parameter: for a setting, its type, default, range or choices from its declaration."""
+    if name in API_IMAGES:
+        return described(gr.Image(type="filepath"), api_help(name))
+    if name == "style_blend":
+        return described(gr.JSON(value=None), api_help(name), NUMBERS_OR_NULL)
     declared = declaration(name)
-    spec, default, help = declared.declaration, getattr(DEFAULTS, name), declared.declaration.help
+    spec, default, help = declared.declaration, getattr(DEFAULTS, name), api_help(name)
     if name == "weights":
-        return described(gr.Dropdown(choices=SERVER_WEIGHTS, value=default), "VGG19 weights: embedded (offline) or imagenet (Hub)")
+        return described(gr.Dropdown(choices=SERVER_WEIGHTS, value=default), help)
     if declared.kind is bool:
         return described(gr.Checkbox(value=default), help)
     if declared.kind is tuple and spec.choices:
@@ -388,8 +461,7 @@ def api_input(name: str) -> gr.components.Component:
     if spec.choices:
         return described(gr.Dropdown(choices=list(spec.shown or spec.choices), value=default), help)
     low, high = bounds(name)
-    number = gr.Number(value=default, precision=0 if declared.kind is int else None, minimum=low, maximum=high)
-    return described(number, f"{help} ({format_number(low)} to {format_number(high)})")
+    return described(gr.Number(value=default, precision=0 if declared.kind is int else None, minimum=low, maximum=high), help)
 
 
 # --- Restoring a result's settings ----------------------------------------------------------------------
@@ -406,12 +478,17 @@ def restore_settings(picture: str | None):
               "content_weight_log": round(math.log10(max(settings.content_weight, 1e-3)), 1),
               **{name: getattr(settings, name) for name in RESTORED if hasattr(settings, name)}}
     values["style_layers"] = list(settings.style_layers)
-    return [values[name] for name in RESTORED] + [f"Settings restored from {Path(picture).name}."]
+    values["second_style_share"] = settings.style_blend[1] if len(settings.style_blend) == 2 else gr.skip()
+    narrowed = [name for name, limit in LIMITS.items() if values[name] > limit]
+    values |= {name: LIMITS[name] for name in narrowed}
+    note = f" ({', '.join(narrowed)} lowered to this server's limit)" if narrowed else ""
+    return ([values[name] for name in RESTORED]
+            + [f"Settings restored from {Path(picture).name}{note}; the images and any mask are yours to give again."])
 
 
-def arm_stop(request: gr.Request) -> None:
-    """Stylize was clicked: the run it queues can be stopped before it starts."""
-    stop_requests.arm(request.session_hash)
+def arm_stop(request: gr.Request) -> str:
+    """Stylize was clicked: the run it queues can be stopped before it starts. Its token goes with it."""
+    return stop_requests.arm(request.session_hash)
 
 
 def pick_style(selected: gr.SelectData) -> str:
@@ -427,46 +504,42 @@ def forget_session(request: gr.Request) -> None:
     stop_requests.forget(request.session_hash)
 
 
-def estimate_gpu_seconds(function):
-    """ZeroGPU booking for calls of `function`: generous for the steps and size asked for."""
-    signature = inspect.signature(function)
-
-    def seconds(*args, **kwargs) -> int:
-        try:
-            arguments = signature.bind_partial(*args, **kwargs).arguments
-            steps, size = float(arguments.get("steps", DEFAULTS.steps)), float(arguments.get("size", DEFAULTS.size))
-            return int(min(300, 20 + steps * (size / 512) ** 2 * 0.02))
-        except (TypeError, ValueError):
-            return 60
-
-    return seconds
-
-
-def on_zero_gpu(function):
-    try:
-        import spaces
-    except ImportError:
-        return function
-    if not getattr(getattr(spaces, "config", None), "Config", None) or not spaces.config.Config.zero_gpu:
-        return function
-    return spaces.GPU(duration=estimate_gpu_seconds(function))(function)
-
-
 def example_rows() -> list[list]:
-    pairs = [("chelsea", "starry_night", 5.0, 512), ("astronaut", "hubble_deep_field", 6.0, 512),
-             ("rocket", "graf1", 5.0, 512), ("chelsea", "graf1", 4.0, 384), ("astronaut", "starry_night", 5.0, 512)]
-    return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), strength, px] for c, s, strength, px in pairs]
+    """content, style, style strength, size, and what the brush has painted over the content."""
+    pairs = [("chelsea", "starry_night", 5.0, 512, None), ("astronaut", "hubble_deep_field", 6.0, 512, None),
+             ("rocket", "starry_night", 5.0, 512, "rocket_sky"), ("rocket", "graf1", 5.0, 512, None),
+             ("chelsea", "graf1", 4.0, 384, None), ("astronaut", "starry_night", 5.0, 512, None)]
+    return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), strength, px, painted or ""] for c, s, strength, px, painted in pairs]
 
 
-def bounds(name: str) -> tuple[float, float]:
-    """A setting's range, as declared and narrowed by this server's LIMITS."""
-    spec = declaration(name).declaration
-    return spec.low, LIMITS.get(name, spec.high)
+def canvas(photo: str | None, painted: str = ""):
+    """The painting canvas over `photo`, and the mask: for an example with a brush layer
+    (examples/masks/`painted`.png), the layer is the mask and shows in the canvas's photo. (Gradio
+    6.31's editor puts a layer given with its value off by half the picture, so none is given.)"""
+    if photo is None:
+        return None, None
+    if not painted:
+        return {"background": photo, "layers": [], "composite": None}, None
+    layer = EXAMPLES / "masks" / f"{painted}.png"
+    with Image.open(photo) as image, Image.open(layer) as brush:
+        shown = Image.alpha_composite(image.convert("RGBA"), brush.convert("RGBA").resize(image.size)).convert("RGB")
+    return {"background": shown, "layers": [], "composite": None}, str(layer)
 
 
-def choices(name: str) -> list[str]:
-    spec = declaration(name).declaration
-    return list(spec.shown or spec.choices)
+def example_canvas(content, style, strength, size, painted):
+    return canvas(content, painted)
+
+
+def mask_from_paint(painting: dict | None):
+    """What the brush painted, as a mask (white: painted), for the Stylize event; None if nothing."""
+    layers = (painting or {}).get("layers") or []
+    alphas = [layer.convert("RGBA").getchannel("A") for layer in layers if layer is not None]
+    if not alphas or max(alpha.getextrema()[1] for alpha in alphas) == 0:
+        return None
+    combined = alphas[0]
+    for alpha in alphas[1:]:
+        combined = ImageChops.lighter(combined, alpha)
+    return combined.point(lambda value: 255 if value else 0)
 
 
 # The result fills its box from the first frame to the last, whatever the output size.
@@ -483,6 +556,16 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
                 style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=260)
             gallery = gr.Gallery([(str(EXAMPLES / path), caption) for path, caption in GALLERY], label="Or pick a painting",
                                  columns=len(GALLERY), rows=1, height=140, allow_preview=False, object_fit="cover", elem_id="gallery")
+            with gr.Accordion("Paint where the style goes (optional)", open=True, elem_id="paint-section"):
+                painting = gr.ImageEditor(label="Brush over your photo", type="pil", sources=(), transforms=(), layers=False,
+                                          brush=gr.Brush(colors=[("#ff2d87", 0.6)], color_mode="fixed"), eraser=gr.Eraser(),
+                                          height=320, elem_id="painting")
+                mask_feather = gr.Slider(*bounds("mask_feather"), value=DEFAULTS.mask_feather, step=1, label="Feather (px)",
+                                         info="Softens the edge between painted and unpainted parts. Unpainted parts stay the photo, "
+                                              "or take the second style (Advanced). On an example, the painted part shows in pink; "
+                                              "brushing starts a new mask.")
+                mask = gr.Image(type="filepath", format="png", image_mode="L", visible=False, elem_id="mask")
+                painted_example = gr.Textbox(visible=False)  # an example's brush layer, by name
             style_strength = gr.Slider(1, 10, value=DEFAULT_STRENGTH, step=0.5, label="Style strength", elem_id="strength",
                                        info="1: a light touch of the painting · 10: fully painted")
             with gr.Row():
@@ -524,37 +607,38 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
                                     color_title="", height=240, elem_id="loss-plot")
             comparison = gr.ImageSlider(label="Before / after", visible=False, type="pil", interactive=False)
             timelapse = gr.File(label="Timelapse (animated WebP)", visible=False, elem_id="timelapse")
-    gr.Examples(example_rows(), inputs=[content_image, style_image, style_strength, size], cache_examples=False,
-                label="Examples (click one, then Stylize)")
+    gr.Examples(example_rows(), inputs=[content_image, style_image, style_strength, size, painted_example], cache_examples=False,
+                fn=example_canvas, outputs=[painting, mask], run_on_click=True, label="Examples (click one, then Stylize)")
     with gr.Accordion("How it works", open=False):
         gr.Markdown(HOW_IT_WORKS)
 
     page_inputs = [content_image, style_image, style_strength, content_weight, steps, size, style_layers, content_layer, optimizer,
                    init, preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights, second_style,
-                   second_style_share]
-    stylize_button.click(arm_stop, None, None, queue=False, api_visibility="private").then(
-        on_zero_gpu(stylize_page), page_inputs, [result, loss_plot, status, comparison, timelapse], api_visibility="private",
+                   second_style_share, mask, mask_feather]
+    # Outside the queue, so that a stroke is the mask before a click on Stylize that follows it.
+    content_image.input(canvas, content_image, [painting, mask], queue=False, api_visibility="private")  # a new photo: a clean canvas
+    painting.input(mask_from_paint, painting, mask, queue=False, api_visibility="private")  # strokes, not a new canvas
+    painting.clear(lambda: None, None, mask, queue=False, api_visibility="private")
+    run_token = gr.State()  # the stop flag of the run a click queues
+    stylize_button.click(arm_stop, None, run_token, queue=False, api_visibility="private").then(
+        stylize_page, [*page_inputs, run_token], [result, loss_plot, status, comparison, timelapse], api_visibility="private",
         preprocess=False, concurrency_limit=CONCURRENCY, concurrency_id="stylize", show_progress="minimal")
     stop_button.click(request_stop, None, None, api_name="stop", api_visibility="undocumented", queue=False)
     gallery.select(pick_style, None, style_image, api_visibility="private")
     RESTORED = ["style_strength", "content_weight_log", "steps", "size", "style_layers", "content_layer", "optimizer", "init",
-                "preserve_colors", "multiscale", "tv_weight", "style_scale", "pooling", "seed"]
+                "preserve_colors", "multiscale", "tv_weight", "style_scale", "pooling", "seed", "mask_feather", "second_style_share"]
     saved_picture.upload(restore_settings, saved_picture,
                          [style_strength, content_weight, steps, size, style_layers, content_layer, optimizer, init,
-                          preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, status], api_visibility="private")
+                          preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, mask_feather, second_style_share, status],
+                         api_visibility="private")
     demo.unload(forget_session)
 
     # The API: hidden inputs named, typed and defaulted by the settings' declarations.
-    api_parameters = [name for name in inspect.signature(stylize).parameters if name != "request"]
-    api_inputs = [described(gr.Image(type="filepath"), "the photo whose arrangement is kept"),
-                  described(gr.Image(type="filepath"), "the painting whose textures and colours are taken"),
-                  *[api_input(name) for name in api_parameters[2:-2]],
-                  described(gr.Image(type="filepath"), "an optional second painting, blended with the first"),
-                  described(gr.JSON(value=None), "with a second style, the weight of each style image (default: equal)", NUMBERS_OR_NULL)]
+    api_inputs = [api_input(name) for name in API_PARAMETERS]
     api_outputs = [gr.Image(type="filepath", format="png", visible=False, label="picture"),
                    gr.Textbox(visible=False, label="status"), gr.JSON(visible=False, label="progress"),
                    gr.File(visible=False, label="timelapse")]
-    gr.Button(visible=False).click(on_zero_gpu(stylize), api_inputs, api_outputs, api_name="stylize", preprocess=False,
+    gr.Button(visible=False).click(stylize, api_inputs, api_outputs, api_name="stylize", preprocess=False,
                                    concurrency_limit=CONCURRENCY, concurrency_id="stylize")
 
 demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .engine import stylize
-from .images import ImageError, open_image
+from .images import ImageError, open_image, open_mask
 from .provenance import save_png, settings_from_picture
 from .runtime import use_memory_policy
 from .settings import Declared, Settings, SettingsError, declarations
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("styles", nargs="+", metavar="style", help="one or more style images (paintings)")
     parser.add_argument("-o", "--output", required=True,
                         help="where to write the result (.png, .jpg or .webp; a PNG carries its settings, see --settings-from)")
+    parser.add_argument("--mask", metavar="MASK.png", help="where the style goes: white takes the (first) style; black keeps the photo, "
+                        "or takes the second style when two are given; grey blends (a transparent image's alpha counts)")
     parser.add_argument("--settings-from", metavar="PICTURE.png",
                         help="start from the settings a result PNG was made with; other flags override them")
     for group in ("picture", "run"):
@@ -83,12 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     progress = None  # made at the first frame, so that a refusal before it stays one line
     try:
         base = settings_from_picture(args.settings_from) if args.settings_from else Settings()
+        # A picture's weights per style layer or style image belong to its layers and images: new ones start equal.
+        if "style_layers" in given:
+            given.setdefault("style_layer_weights", None)
+        if base.style_blend is not None and len(base.style_blend) != len(args.styles):
+            given.setdefault("style_blend", None)
         settings = replace(base, **given).validated(style_count=len(args.styles))
         use_memory_policy(settings.size)
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]
+        mask = open_mask(args.mask) if args.mask else None
         timelapse = Timelapse() if args.timelapse else None
-        for frame in stylize(content, styles, settings):
+        for frame in stylize(content, styles, settings, mask=mask):
             if timelapse:
                 timelapse.add(frame.image)
             if args.save_every and frame.step % args.save_every == 0 and not frame.done:

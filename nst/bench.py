@@ -1,9 +1,9 @@
 """`python -m nst.bench`: our engine against the textbook Gatys loop, side by side in one run.
 
 Reports, per size: seconds per step (median), the naive/ours ratio, effective GFLOP/s against this
-machine's measured convolution peak, and peak memory; then time to quality at one size: how long
-our defaults take to get as stylised as the naive loop after its steps (same yardstick: the
-engine's relative Gram and content distances, measured by the same network at the same size).
+machine's measured convolution peak, peak memory, and what a mask costs a step; with --run-steps,
+whole runs with the defaults. How much photo and how much painting a picture keeps, beside the
+textbook recipe, is `python -m nst.quality`'s business.
 
 The configurations take turns step by step, so that a slow spell of a shared machine hits them
 alike. The naive loop runs in a process of its own with glibc's default allocator, as a textbook
@@ -14,7 +14,6 @@ fresh process per configuration.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import multiprocessing
 import os
@@ -28,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
 from . import images, losses
@@ -35,7 +35,7 @@ from .engine import stylize
 from .objective import distances
 from .runtime import LARGE_PICTURE, resolve_device, resolve_precision, reuse_freed_memory, use_memory_policy
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, declaration
-from .vgg import LAYER_INDEX, LAYER_NAMES, load_model
+from .vgg import LAYER_INDEX, LAYER_NAMES
 from .weights import load_weights
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -110,13 +110,6 @@ class NaiveGatys:
             optimizer.step(closure)
             yield image
 
-    def run(self, content: torch.Tensor, style: torch.Tensor, steps: int) -> torch.Tensor:
-        image = content
-        for image in itertools.islice(self.steps(content, style), steps):  # noqa: B007 (the last one is the result)
-            pass
-        with torch.no_grad():
-            return image.detach().clamp(0, 1)
-
 
 class NaiveProcess:
     """The naive loop in a process of its own, with glibc's default allocator as a textbook script
@@ -139,10 +132,6 @@ class NaiveProcess:
         while True:
             yield self._ask("step")
 
-    def run(self, side: int, steps: int) -> tuple[torch.Tensor, float]:
-        """The picture after `steps` steps at this size, and the seconds they took."""
-        return self._ask("run", (side, steps))
-
     def close(self) -> None:
         self.connection.send(("stop", None))
         self.process.join(timeout=30)
@@ -164,13 +153,6 @@ def _naive_worker(connection, content_path: str, style_path: str, device_name: s
             next(steps)
             _sync(device)
             connection.send(time.perf_counter() - start)
-        elif command == "run":
-            side, count = argument
-            _sync(device)
-            start = time.perf_counter()
-            image = naive.run(images.load_tensor(content, side, device), images.load_tensor(style, side, device), count)
-            _sync(device)
-            connection.send((image.cpu(), time.perf_counter() - start))
         else:
             return
 
@@ -239,7 +221,8 @@ class PeakMemory:
 def _step_iterator(config: str, side: int, content, style, device: torch.device, naive: NaiveGatys | NaiveProcess | None) -> Iterator:
     """One optimisation step per next(): the naive loop, or our engine single scale in a precision.
 
-    "ours_fp32_direct" is our engine with oneDNN's direct convolutions instead of Winograd's.
+    "ours_fp32_direct" is our engine with oneDNN's direct convolutions instead of Winograd's;
+    "ours_fp32_masked" paints the style on the left half only (a mask, two regions' Gram matrices).
     """
     if config == "naive" and isinstance(naive, NaiveProcess):
         return naive.steps(side)
@@ -248,7 +231,11 @@ def _step_iterator(config: str, side: int, content, style, device: torch.device,
     precision = config.split("_")[1]
     settings = Settings(size=side, device=str(device), multiscale=False, precision=precision, steps=declaration("steps").declaration.high,
                         frame_interval=0, winograd="off" if config.endswith("_direct") else "auto")
-    return stylize(content, style, settings)
+    mask = None
+    if config.endswith("_masked"):
+        mask = Image.new("L", content.size, 0)
+        mask.paste(255, (0, 0, content.width // 2, content.height))
+    return stylize(content, style, settings, mask=mask)
 
 
 def interleaved_step_times(iterators: dict[str, Iterator], steps: int, device: torch.device) -> dict[str, list[float]]:
@@ -302,7 +289,7 @@ def bench_size(side: int, content_path: str, style_path: str, device, steps: int
     row: dict = {"size": side, "pixels": f"{width}x{height}", "gflop_per_step": flops / 1e9}
     configs = (["naive"] if naive is not None else []) + [f"ours_{precision}" for precision in precisions]
     if device.type == "cpu" and "fp32" in precisions and side <= LARGE_PICTURE:
-        configs.append("ours_fp32_direct")
+        configs += ["ours_fp32_direct", "ours_fp32_masked"]
     iterators = {config: _step_iterator(config, side, content, style, device, naive) for config in configs}
     times = interleaved_step_times(iterators, steps, device)
     for config in configs:
@@ -312,33 +299,9 @@ def bench_size(side: int, content_path: str, style_path: str, device, steps: int
     if naive is not None:
         for config in configs[1:]:
             row[f"naive_over_{config}"] = row["naive"]["s_per_step"] / row[config]["s_per_step"]
+    if "ours_fp32_masked" in configs:
+        row["masked_over_ours_fp32"] = row["ours_fp32_masked"]["s_per_step"] / row["ours_fp32"]["s_per_step"]
     return row
-
-
-def time_to_quality(content, style, device, side: int, naive_steps: int, naive: NaiveProcess, budget: int) -> dict:
-    """The naive loop's distances after `naive_steps`; ours with the defaults; and when a longer run
-    of ours (`budget` steps, multi-scale) first gets as stylised as the naive result."""
-    reference, seconds = naive.run(side, naive_steps)
-    report = {"size": side, "naive_steps": naive_steps, "naive_seconds": seconds}
-    settings = Settings(size=side, device=str(device))
-    report["naive_distance"] = distances(images.to_pil(reference), content, style, settings)
-
-    load_model.cache_clear()
-    start = time.perf_counter()
-    final = list(stylize(content, style, replace(settings, frame_interval=3600)))[-1]
-    report |= {"ours_steps": settings.steps, "ours_seconds_with_model_load": time.perf_counter() - start,
-               "ours_distance": distances(final.image, content, style, settings), "budget_steps": budget}
-
-    long_run = stylize(content, style, replace(settings, steps=budget, frame_interval=1.0))
-    frames = [(frame.elapsed, frame.step, frame.image) for frame in long_run if max(frame.size) == side]
-    report["budget_seconds_to_naive_quality"] = report["budget_step_reached"] = None
-    for elapsed, step, image in frames:
-        if distances(image, content, style, settings)["style"] <= report["naive_distance"]["style"]:
-            report["budget_seconds_to_naive_quality"], report["budget_step_reached"] = elapsed, step
-            break
-    report["budget_final_distance"] = distances(frames[-1][2], content, style, settings)
-    report["budget_seconds"] = frames[-1][0]
-    return report
 
 
 def time_run(content, style, device, side: int, steps: int, precision: str) -> dict:
@@ -380,11 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precisions", nargs="+", default=None, help="fp32 and/or bf16 (default: fp32 and the auto choice)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive reference in the per-step table")
-    parser.add_argument("--quality-size", type=int, default=512)
-    parser.add_argument("--quality-steps", type=int, default=300, help="naive L-BFGS steps for the quality yardstick; 0 skips")
-    parser.add_argument("--quality-budget", type=int, default=300, help="steps of our longer run that looks for the naive quality")
+    parser.add_argument("--run-size", type=int, default=512, help="size of the whole runs timed by --run-steps")
     parser.add_argument("--run-steps", type=int, default=0,
-                        help="also time whole runs of this many steps with the defaults at --quality-size, per precision")
+                        help="also time whole runs of this many steps with the defaults at --run-size, per precision")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout instead of the table")
     args = parser.parse_args(argv)
 
@@ -399,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"machine": machine(device), "device": device.type, "torch": torch.__version__}
     report["peak_conv_gflops"] = measure_peak_gflops(device)
     log(f"peak conv throughput: {report['peak_conv_gflops']:.0f} GFLOP/s on {report['machine']}")
-    naive = None if args.no_naive and not args.quality_steps else NaiveProcess(args.content, args.style, device)
+    naive = None if args.no_naive else NaiveProcess(args.content, args.style, device)
     report["sizes"] = []
     for side in args.sizes:
         row = bench_size(side, args.content, args.style, device, args.steps, None if args.no_naive else naive, precisions)
@@ -408,12 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                 value["fraction_of_peak"] = value["gflops"] / report["peak_conv_gflops"]
         report["sizes"].append(row)
         log(json.dumps(row))
-    if args.quality_steps:
-        report["time_to_quality"] = time_to_quality(content, style, device, args.quality_size, args.quality_steps, naive,
-                                                    args.quality_budget)
-        log(json.dumps(report["time_to_quality"]))
     if args.run_steps:
-        report["runs"] = [time_run(content, style, device, args.quality_size, args.run_steps, precision) for precision in precisions]
+        report["runs"] = [time_run(content, style, device, args.run_size, args.run_steps, precision) for precision in precisions]
         log(json.dumps(report["runs"]))
     if naive is not None:
         naive.close()
@@ -436,19 +393,13 @@ def format_table(report: dict) -> str:
             ratio = row.get(f"naive_over_{name}")
             lines.append(f"| {row['pixels']} | {name} | {value['s_per_step']:.4g} | {f'{ratio:.2f}x' if ratio else '-'} | "
                          f"{value['gflops']:.0f} | {value['fraction_of_peak']:.0%} | {value['peak_mb']:.0f} |")
+    for row in report["sizes"]:
+        if "masked_over_ours_fp32" in row:
+            lines.append(f"\nAt {row['pixels']} a masked step (two regions) took {row['masked_over_ours_fp32']:.2f}x an unmasked one.")
+
     def dist(d):
         return f"style {d['style']:.4f}, content {d['content']:.3f}"
 
-    quality = report.get("time_to_quality")
-    if quality:
-        reached = quality["budget_seconds_to_naive_quality"]
-        lines += ["", f"Time to quality at {quality['size']} px (distances by the same network; lower style = more stylised):",
-                  f"- naive L-BFGS, {quality['naive_steps']} steps: {quality['naive_seconds']:.1f} s, {dist(quality['naive_distance'])}",
-                  f"- ours, defaults ({quality['ours_steps']} steps, coarse to fine), model load included: "
-                  f"{quality['ours_seconds_with_model_load']:.1f} s, {dist(quality['ours_distance'])}",
-                  f"- ours, {quality['budget_steps']} steps coarse to fine: the naive style distance "
-                  + (f"reached at step {quality['budget_step_reached']}, {reached:.1f} s" if reached else "not reached")
-                  + f"; at the end ({quality['budget_seconds']:.1f} s) {dist(quality['budget_final_distance'])}"]
     for run in report.get("runs", []):
         lines.append(f"- whole run, {run['steps']} steps at {run['size']} px, {run['precision']}: " + "; ".join(
             f"{name} {run[name]['seconds']:.1f} s ({dist(run[name]['distance'])})" for name in ("lbfgs", "adam")))

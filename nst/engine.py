@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -44,8 +45,11 @@ class Frame:
 
 
 def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], settings: Settings = Settings(),
-            on_step: Callable[[int, Tensor], None] | None = None) -> Iterator[Frame]:
+            on_step: Callable[[int, Tensor], None] | None = None, mask: Image.Image | None = None) -> Iterator[Frame]:
     """Optimise a picture with `content`'s arrangement in the style of `styles`, yielding Frames.
+
+    `mask` (from `images.open_mask`, any size) says where the style goes: white takes the first
+    style; black keeps the photo, or takes the second style when there are two; grey blends.
 
     Frames come at most every `settings.frame_interval` seconds, and always at the end (`done`).
     Closing the generator stops the work at the frame it is paused on; no VGG pass runs after that.
@@ -55,15 +59,19 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     styles = [styles] if isinstance(styles, Image.Image) else list(styles)
     if not styles:
         raise ImageError("give at least one style image")
+    if mask is not None and len(styles) > 2:
+        raise ImageError("a mask takes one or two style images: the first where it is white, the second where it is black")
     settings = settings.validated(style_count=len(styles))
     runtime = Runtime.for_settings(settings)
     runtime.prepare()
     started = time.perf_counter()
     model = load_model(settings.weights, settings.pooling, str(runtime.device))
     content_full, style_full, colour_source = _load(content, styles, settings, runtime.device)
+    mask_full = None if mask is None else images.load_mask(mask, tuple(content_full.shape[-2:]), settings.mask_feather, runtime.device)
     aspect = max(content_full.shape[-2:]) / min(content_full.shape[-2:])
     schedule = scale_schedule(settings.size, settings.steps, settings.multiscale, aspect)
     health = _Health(runtime.device)
+    paces: list[tuple[int, float]] = []  # (long side, seconds per step) of each finished scale, for the time left
     image = last_good = None
     step = last_good_step = 0
     values: dict[str, Tensor] = {}
@@ -84,7 +92,8 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     for scale_index, (side, scale_steps) in enumerate(schedule):
         scaled_size = images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image")
         content_scaled = images.resize(content_full, scaled_size)
-        objective = Objective(model, content_scaled, style_full, settings, runtime)
+        mask_scaled = None if mask_full is None else F.interpolate(mask_full, size=scaled_size, mode="area")
+        objective = Objective(model, content_scaled, style_full, settings, runtime, mask_scaled)
         if image is not None and (message := health.failure(image, step, last_good_step)):
             yield frame(last_good, True, message)
             return
@@ -114,7 +123,9 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
                 yield frame(last_good, True, message)
                 return
             last_good, last_good_step = image.detach().clone(), step
-            yield frame(last_good, final, seconds_left=estimate_seconds_left(schedule, scale_index, scale_step, now - scale_started))
+            yield frame(last_good, final, seconds_left=estimate_seconds_left(schedule, scale_index, scale_step, now - scale_started,
+                                                                             aspect, paces))
+        paces.append((side, (time.perf_counter() - scale_started) / scale_steps))
 
 
 class _Health:
@@ -142,7 +153,7 @@ def _load(content: Image.Image, styles: list[Image.Image], settings: Settings, d
     the photo whose colours a luminance-only result takes (None in the other modes)."""
     colour_source = None
     if settings.preserve_colors == "luminance":
-        colour_source = content.resize(images.working_size(content.width, content.height, settings.size)[::-1],
+        colour_source = content.resize(images.working_size(content.width, content.height, settings.size, "content image")[::-1],
                                        Image.Resampling.BICUBIC)
         content, styles = images.greyscale(content), [images.greyscale(style) for style in styles]
     content_full = images.load_tensor(content, settings.size, device, "content image")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 # open_image refuses larger images from their header, before decoding them (Pillow's own limit, which
@@ -30,6 +30,27 @@ def open_image(source: str | os.PathLike | bytes | Image.Image, what: str = "ima
     EXIF orientation is applied, animations give their first frame, transparency is flattened on
     white, and greyscale, palette, CMYK and 16-bit images become 8-bit RGB.
     """
+    return _to_rgb(_decode(source, what))
+
+
+def open_mask(source: str | os.PathLike | bytes | Image.Image, what: str = "mask") -> Image.Image:
+    """Decode `source` into a greyscale mask: white takes the (first) style, black keeps the photo
+    (or takes the second style), grey blends. An image with transparency gives its alpha channel
+    (a brush layer: painted = white), any other its brightness. An empty mask, with no white at
+    all, is refused."""
+    image = _decode(source, what)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        alpha = image.convert("RGBA").getchannel("A")
+        mask = alpha if alpha.getextrema()[0] < 255 else _to_rgb(image).convert("L")
+    else:
+        mask = _to_rgb(image).convert("L")
+    if mask.getextrema()[1] < 128:
+        raise ImageError(f"{what} is empty: paint in white where the style goes")
+    return mask
+
+
+def _decode(source: str | os.PathLike | bytes | Image.Image, what: str) -> Image.Image:
+    """The first frame of `source`, upright, in its own mode; ImageError for anything unusable."""
     try:
         if isinstance(source, Image.Image):
             image = source
@@ -45,8 +66,7 @@ def open_image(source: str | os.PathLike | bytes | Image.Image, what: str = "ima
                              f"the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels")
         image.seek(0)
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
+        return ImageOps.exif_transpose(image)
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
@@ -117,6 +137,16 @@ def load_tensor(image: Image.Image, long_side: int, device: torch.device | str, 
 def load_style_tensor(image: Image.Image, long_side: int, device: torch.device | str, what: str = "style image") -> Tensor:
     height, width = style_size(image.width, image.height, long_side, what)
     return resize(to_tensor(image, device), (height, width))
+
+
+def load_mask(mask: Image.Image, size: tuple[int, int], feather: float, device: torch.device | str) -> Tensor:
+    """A mask from `open_mask` as a (1, 1, height, width) tensor in [0, 1] at `size`, its edges
+    softened over about `feather` px (a Gaussian of that width over four)."""
+    resized = mask.convert("L").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    if feather > 0:
+        resized = resized.filter(ImageFilter.GaussianBlur(feather / 4))
+    data = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8).view(1, 1, size[0], size[1])
+    return data.to(device=device, dtype=torch.float32) / 255.0
 
 
 def greyscale(image: Image.Image) -> Image.Image:

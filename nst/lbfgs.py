@@ -11,8 +11,8 @@ had not recovered 44 steps later. Here every step is measured in what it does to
 - a pair enters the memory only if its curvature is positive relative to its length,
   s.y > CURVATURE_TOLERANCE |s| |y|, which does not depend on the scale of the loss;
 - no step moves any pixel by more than MAX_CHANGE; a longer one is shortened along its direction;
-- with `bounds`, each step is projected onto them (pixels stay in [0, 1]) and the pair remembers the
-  projected move.
+- with `bounds`, pixels held at a bound and pushed further out stay where they are, each step is
+  projected onto the bounds (pixels stay in [0, 1]), and the pair remembers the projected move.
 
 The initial inverse Hessian, which the remembered pairs then correct, is not the usual multiple of
 the identity but a diagonal one, gamma D: D = 1 / sqrt(running mean of g^2) per pixel, as in Adam
@@ -73,6 +73,11 @@ class LBFGS:
         if self.previous_grad is not None:
             self._remember(self.previous_step, grad - self.previous_grad, diagonal)
         direction = self._direction(grad, diagonal)
+        if self.bounds is not None:
+            # A pixel held at a bound that the step would push further out stays, and does not
+            # shorten the steps of the pixels that are free to move.
+            flat, (low, high) = image.view(-1), self.bounds
+            direction.masked_fill_(((flat <= low) & (direction < 0)) | ((flat >= high) & (direction > 0)), 0)
         first = self.inverse_curvature is None
         scale = (FIRST_CHANGE if first else MAX_CHANGE) / direction.abs().max().clamp_min(1e-30)
         direction.mul_(scale if first else scale.clamp(max=1.0))  # a tensor factor: no sync

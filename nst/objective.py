@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -31,28 +32,43 @@ from .vgg import load_model
 
 
 class Objective:
-    """The weighted loss terms of a picture at one scale: `objective(image)` -> {content, style, tv, total}."""
+    """The weighted loss terms of a picture at one scale: `objective(image)` -> {content, style, tv, total}.
 
-    def __init__(self, model, content: Tensor, styles: list[Tensor], settings: Settings, runtime: Runtime):
+    With a `mask` (1, 1, H, W) in [0, 1] at the picture's size, the style is matched region by region
+    (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer"): at each style
+    layer the mask is averaged down to the layer's grid, and the Gram matrix of the mask's region,
+    sum over positions of m F F^T divided by sum of m, is matched to the first style's; that of the
+    rest (1 - m) to the second style's, or to nothing when there is one style, so that it stays the
+    photo. Each region's term counts by its share of the picture, so a painted stroke is pressed
+    toward the style as hard as a whole picture would be.
+    """
+
+    def __init__(self, model, content: Tensor, styles: list[Tensor], settings: Settings, runtime: Runtime, mask: Tensor | None = None):
         self.model, self.settings, self.runtime = model, settings, runtime
         self.layers = set(settings.style_layers) | {settings.content_layer}
         style_side = round(max(content.shape[-2:]) * settings.style_scale)
         with torch.inference_mode(), runtime.autocast():
             self.content_target = self._features(content, [settings.content_layer])[settings.content_layer].float().clone()
-            self.grams: dict[str, Tensor] = {}  # blended Gram matrices per position: A / M
-            for style, blend in zip(styles, settings.style_blend, strict=True):
+            targets = []  # per style: its Gram matrices per position, A / M
+            for style in styles:
                 scaled = images.resize(style, images.style_size(style.shape[-1], style.shape[-2], style_side))
                 features = self._features(scaled, settings.style_layers)
-                for layer in settings.style_layers:
-                    matrix = losses.as_matrix(features[layer])
-                    self.grams[layer] = self.grams.get(layer, 0) + blend * losses.gram(matrix) / matrix.shape[1]
+                targets.append({layer: _gram_per_position(losses.as_matrix(features[layer])) for layer in settings.style_layers})
         zero = torch.zeros_like(self.content_target)
         self.alpha = settings.content_weight / max(float(losses.content_loss(zero, self.content_target)), 1e-12)
-        self.betas = []
-        for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True):
-            gram = self.grams[layer]
-            energy = max(float(losses.style_layer_loss(torch.zeros_like(gram), gram, gram.shape[0], 1)), 1e-12)
-            self.betas.append(settings.style_weight * weight / energy)
+        if mask is None:  # one region, the whole picture, matched to the blend of the styles
+            blended = {layer: sum(blend * target[layer] for blend, target in zip(settings.style_blend, targets, strict=True))
+                       for layer in settings.style_layers}
+            self.regions = [(None, blended)]
+        else:
+            self.regions = [(mask, targets[0])] + ([(1 - mask, targets[1])] if len(targets) > 1 else [])
+        self._grids: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]] = {}
+        self.betas = {}  # per region and layer: style_weight * w_l / the target's own energy
+        for index, (_, grams) in enumerate(self.regions):
+            for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True):
+                gram = grams[layer]
+                energy = max(float(losses.style_layer_loss(torch.zeros_like(gram), gram, gram.shape[0], 1)), 1e-12)
+                self.betas[index, layer] = settings.style_weight * weight / energy
 
     def _features(self, image: Tensor, layers) -> dict[str, Tensor]:
         return self.model(image, layers, self.runtime.winograd)
@@ -62,15 +78,36 @@ class Objective:
         with self.runtime.autocast():
             features = self._features(image, self.layers)
         content = losses.content_loss(features[settings.content_layer], self.content_target)
-        layer_terms = []
+        layer_terms, betas = [], []
         for layer in settings.style_layers:
-            matrix = losses.as_matrix(features[layer])
-            filters, positions = matrix.shape
-            layer_terms.append(losses.style_layer_loss(losses.gram(matrix), self.grams[layer] * positions, filters, positions))
-        style = losses.style_loss(layer_terms, self.betas)
+            for index, (mask, grams) in enumerate(self.regions):
+                activations, share = features[layer], 1.0
+                if mask is not None:
+                    root, share, positions = self._grid(index, layer, mask, activations.shape[-2:])
+                    activations = activations * root
+                matrix = losses.as_matrix(activations)
+                filters = matrix.shape[0]
+                if mask is None:
+                    positions = matrix.shape[1]
+                layer_terms.append(share * losses.style_layer_loss(losses.gram(matrix), grams[layer] * positions, filters, positions))
+                betas.append(self.betas[index, layer])
+        style = losses.style_loss(layer_terms, betas)
         tv = losses.total_variation(image) if settings.tv_weight else image.new_zeros(())
         total = losses.total_loss(content, style, tv, self.alpha, 1.0, settings.tv_weight)
         return {"content": self.alpha * content, "style": style, "tv": settings.tv_weight * tv, "total": total}
+
+
+    def _grid(self, index: int, layer: str, mask: Tensor, size) -> tuple[Tensor, Tensor, Tensor]:
+        """A region's mask on a layer's grid: its square root (to weigh the features), its share of
+        the picture and its sum (the region's positions), made on first use."""
+        if (index, layer) not in self._grids:
+            grid = F.interpolate(mask, size=tuple(size), mode="area")
+            self._grids[index, layer] = grid.sqrt(), grid.mean(), grid.sum().clamp_min(1e-6)
+        return self._grids[index, layer]
+
+
+def _gram_per_position(matrix: Tensor) -> Tensor:
+    return losses.gram(matrix) / matrix.shape[1]
 
 
 def distances(image: Image.Image, content: Image.Image, styles: Image.Image | Sequence[Image.Image],

@@ -36,11 +36,12 @@ def save_png(image: Image.Image, path: str | os.PathLike, settings: Settings) ->
 
 
 def read_record(path: str | os.PathLike) -> dict | None:
-    """The record a PNG carries, or None for a picture without one."""
+    """The record a PNG carries, or None for a picture without one. Only the file's header is read:
+    the text chunk comes before the pixels, which are never decoded."""
     try:
         with Image.open(path) as image:
-            text = image.text.get(CHUNK) if hasattr(image, "text") else None
-    except (OSError, ValueError, SyntaxError) as error:
+            text = image.info.get(CHUNK)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageError(f"{Path(path).name} is not a readable image") from error
     if text is None:
         return None
@@ -61,6 +62,10 @@ def settings_from_picture(path: str | os.PathLike) -> Settings:
         raise ImageError(f"{Path(path).name} carries no settings (only PNGs made by this program do)")
     shaping = {declared.name for declared in declarations() if declared.declaration.group == "picture"}
     values = {name: value for name, value in document["settings"].items() if name in shaping}
+    for name in ("style_layer_weights", "style_blend"):  # equal weights are the default, whatever their number
+        weights = values.get(name)
+        if isinstance(weights, list) and len(set(weights)) <= 1:
+            values[name] = None
     blend = values.get("style_blend")
     try:
         return Settings.from_values(style_count=len(blend) if isinstance(blend, list) else 1, **values)

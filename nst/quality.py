@@ -127,7 +127,7 @@ def judge(picture: Image.Image, content: Image.Image, style: Image.Image) -> dic
     return distances(picture, content, style, YARDSTICK)
 
 
-def run_pair(pair: Pair, size: int, settings: Settings, out: Path, anchor_steps: int, reuse_anchor: bool, label: str) -> dict:
+def run_pair(pair: Pair, size: int, settings: Settings | None, out: Path, anchor_steps: int, reuse_anchor: bool, label: str) -> dict:
     content, style = images.open_image(picture_path(pair.content)), images.open_image(picture_path(pair.style))
     record: dict = {"pair": pair.name, "hard": pair.hard, "size": size}
     anchor_json, anchor_png = out / f"{pair.name}-anchor.json", out / f"{pair.name}-anchor.png"
@@ -140,6 +140,8 @@ def run_pair(pair: Pair, size: int, settings: Settings, out: Path, anchor_steps:
         picture.save(anchor_png)
         record["anchor"] = {"steps": anchor_steps, "seconds": seconds, **judge(picture, content, style)}
         anchor_json.write_text(json.dumps(record["anchor"], indent=2))
+    if settings is None:
+        return record
     started = time.perf_counter()
     picture = ours(content, style, replace(settings, size=size))
     seconds = time.perf_counter() - started
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="ours", help="name of this configuration in file names and the sheet")
     parser.add_argument("--anchor-steps", type=int, default=300, help="0: no anchor")
     parser.add_argument("--reuse-anchor", action="store_true", help="take the anchor's pictures from an earlier run in --out")
+    parser.add_argument("--anchor-only", action="store_true", help="make the anchor's pictures only")
     parser.add_argument("--out", default="quality-output")
     args = parser.parse_args(argv)
     try:
@@ -222,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     reuse_freed_memory()  # as the app does
     records = []
     for pair in pairs:
-        records.append(run_pair(pair, args.size, settings, out, args.anchor_steps, args.reuse_anchor, args.label))
+        records.append(run_pair(pair, args.size, None if args.anchor_only else settings, out, args.anchor_steps, args.reuse_anchor,
+                                args.label))
         print(json.dumps(records[-1]), file=sys.stderr, flush=True)
+    if args.anchor_only:
+        return 0
     summary = {"size": args.size, "settings": asdict(settings), "yardstick": asdict(YARDSTICK), "pairs": records}
     (out / f"results-{args.label}.json").write_text(json.dumps(summary, indent=2))
     (out / f"table-{args.label}.md").write_text(table(records, args.label) + "\n")

@@ -9,9 +9,13 @@ MIN_SCALE_SIDE = 128
 MIN_SCALE_SHORT_SIDE = 64
 # Each scale gets this many times the steps of the next finer one.
 SCALE_SHARE_RATIO = 1.8
-# A step on twice the side (4 times the pixels) takes this many times as long: measured on two cores
-# with the defaults, 2.4 from 128 to 256 px and 2.9 to 3.3 from 256 to 512 px.
-STEP_COST_PER_DOUBLING = 2.8
+# A step takes a + b * pixels seconds. Until a run has timed two scales, a is taken to be the cost of
+# this many pixels (measured on two cores: a 256 px step 2.4 times as dear as a 128 px one, a 512 px
+# step 3.3 times a 256 px one); from then on a and b are fitted to the last two scales.
+STEP_OVERHEAD_PIXELS = 12_500
+# Computing a scale's targets (the photo's and the painting's features, no gradient) costs about this
+# many of its steps.
+TARGETS_IN_STEPS = 0.7
 
 
 def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0) -> list[tuple[int, int]]:
@@ -32,12 +36,27 @@ def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0)
     return [(side, n) for side, n in zip(sides, counts) if n > 0]
 
 
-def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, scale_step: int, scale_seconds: float) -> float:
-    """Estimated seconds to the end of `schedule`, `scale_step` steps and `scale_seconds` into a scale.
-
-    Steps on a scale with twice the side are taken to cost STEP_COST_PER_DOUBLING times as much.
-    """
+def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, scale_step: int, scale_seconds: float,
+                          aspect: float = 1.0, finished: list[tuple[int, float]] = ()) -> float:
+    """Estimated seconds to the end of `schedule`, `scale_step` steps and `scale_seconds` into a scale,
+    for a picture whose long side is `aspect` times its short side; `finished` holds (long side,
+    seconds per step) of the scales done so far (see STEP_OVERHEAD_PIXELS)."""
     side, steps = schedule[scale_index]
-    per_step = scale_seconds / scale_step
-    later = sum(n * STEP_COST_PER_DOUBLING ** math.log2(other / side) for other, n in schedule[scale_index + 1:])
-    return per_step * (steps - scale_step + later)
+    pace = scale_seconds / scale_step
+
+    def pixels(long_side: int) -> float:
+        return long_side * long_side / aspect
+
+    if finished and pixels(side) > pixels(finished[-1][0]):
+        earlier_side, earlier_pace = finished[-1]
+        per_pixel = max(0.0, (pace - earlier_pace) / (pixels(side) - pixels(earlier_side)))
+        fixed = max(0.0, pace - per_pixel * pixels(side))
+
+        def cost(long_side: int) -> float:
+            return fixed + per_pixel * pixels(long_side)
+    else:
+        def cost(long_side: int) -> float:
+            return pace * (pixels(long_side) + STEP_OVERHEAD_PIXELS) / (pixels(side) + STEP_OVERHEAD_PIXELS)
+
+    later = sum((n + TARGETS_IN_STEPS) * cost(other) for other, n in schedule[scale_index + 1:])
+    return pace * (steps - scale_step) + later

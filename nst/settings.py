@@ -71,6 +71,7 @@ class Settings:
     init: str = _setting("content", "the picture the optimisation starts from", choices=INITS)
     preserve_colors: str = _setting("none", "luminance: transfer brightness only; histogram: recolour the painting first",
                                     choices=COLOR_MODES)
+    mask_feather: float = _setting(16.0, "with a mask: px over which its edge blends", low=0, high=256)
     multiscale: bool = _setting(True, "optimise coarse to fine, most steps on small pictures (faster)")
     pooling: str = _setting("max", "VGG19's pooling", choices=POOLINGS)
     optimizer: str = _setting("lbfgs", "the optimiser of the pixels", choices=OPTIMIZERS)
@@ -116,7 +117,7 @@ class Settings:
                 value = tuple(value)
             elif kind is int and isinstance(value, float) and value.is_integer():
                 value = int(value)
-            elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+            elif kind is float and isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1000:
                 value = float(value)
             values[name] = value
         return cls(**values).validated(style_count, limits)
@@ -193,15 +194,22 @@ class Declared:
         if len(items) != expected:
             raise SettingsError(f"{self.label}: give {expected} values, one for each of the {spec.one_per}, not {len(items)}")
         items = tuple(self._check_one(item, self.label, float, spec.low, spec.high) for item in items)
-        if sum(items) <= 0:
+        total = sum(items)
+        if total <= 0:
             raise SettingsError(f"{self.label} must not all be zero")
-        return tuple(item / sum(items) for item in items)
+        # Weights that already sum to 1 stay as they are: validating twice must not move them by a rounding.
+        return items if abs(total - 1) < 1e-12 else tuple(item / total for item in items)
 
 
 def check_number(label: str, value: object, low: float, high: float) -> None:
     """SettingsError unless `value` is a finite int or float in [low, high] (bools are not numbers)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise SettingsError(f"{label} must be a number from {format_number(low)} to {format_number(high)}, not {value!r}")
+    try:
+        usable = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
+    except OverflowError:  # an int beyond any float
+        usable = False
+    if not usable:
+        shown = value if not isinstance(value, int) or abs(value) < 10**30 else f"{str(value)[:12]}..."
+        raise SettingsError(f"{label} must be a number from {format_number(low)} to {format_number(high)}, not {shown!r}")
 
 
 def format_number(value: float) -> str:

@@ -5,15 +5,17 @@ import base64
 import io
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from nst import Settings, settings_from_picture
+from nst import Settings, save_png, settings_from_picture
 
 from . import raw_http
 from .conftest import EXAMPLES, engine_is_busy, engine_is_idle
@@ -207,3 +209,21 @@ def test_stylize_is_an_mcp_tool_with_its_arguments_explained(server_url):
     assert progress
     (picture,) = [item for item in result.content if item.type == "image" and item.mimeType == "image/png"]
     assert max(Image.open(io.BytesIO(base64.b64decode(picture.data))).size) == 64
+
+
+def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
+    settings = Settings(size=384, steps=77, style_weight=app.strength_to_weight(7.5), content_weight=10.0, seed=5,
+                        style_layers=("relu1_1", "relu3_1"), preserve_colors="luminance").validated()
+    picture = tmp_path / "result.png"
+    save_png(Image.new("RGB", (8, 8)), picture, settings)
+    values = dict(zip([*app.RESTORED, "status"], app.restore_settings(str(picture))))
+    too_large = replace(settings, size=2048, style_blend=(0.25, 0.75)).validated(style_count=2)
+    save_png(Image.new("RGB", (8, 8)), tmp_path / "large.png", too_large)
+    restored = dict(zip([*app.RESTORED, "status"], app.restore_settings(str(tmp_path / "large.png"))))
+    assert restored["size"] == app.LIMITS["size"] and "lowered" in restored["status"] and restored["second_style_share"] == 0.75
+    assert values["style_strength"] == 7.5 and values["content_weight_log"] == 1.0
+    assert (values["size"], values["steps"], values["seed"]) == (384, 77, 5)
+    assert values["style_layers"] == ["relu1_1", "relu3_1"] and values["preserve_colors"] == "luminance"
+    assert "restored" in values["status"]
+    with pytest.raises(gr.Error, match="carries no settings"):
+        app.restore_settings(str(EXAMPLES / "chelsea.jpg"))

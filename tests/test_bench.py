@@ -14,22 +14,23 @@ def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.Complete
 
 
 def test_bench_reports_every_figure_the_readme_quotes():
-    result = subprocess.run([sys.executable, "-m", "nst.bench", "--sizes", "64", "--steps", "1", "--quality-size", "64",
-                             "--quality-steps", "2", "--quality-budget", "3", "--json"],
+    result = subprocess.run([sys.executable, "-m", "nst.bench", "--sizes", "64", "--steps", "1", "--run-size", "64", "--run-steps", "2",
+                             "--precisions", "fp32", "--json"],
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["device"] == "cpu" and report["peak_conv_gflops"] > 0
     (row,) = report["sizes"]
-    for config in ("naive", "ours_fp32", "ours_fp32_direct"):
+    for config in ("naive", "ours_fp32", "ours_fp32_direct", "ours_fp32_masked"):
         figures = row[config]
         assert figures["s_per_step"] > 0 and figures["gflops"] > 0 and 0 < figures["fraction_of_peak"]
         assert 200 < figures["peak_mb"] < 4000  # a fresh process with torch and the network loaded
     assert row["naive_over_ours_fp32"] == row["naive"]["s_per_step"] / row["ours_fp32"]["s_per_step"]
-    quality = report["time_to_quality"]
-    assert quality["naive_steps"] == 2 and quality["naive_seconds"] > 0
-    for key in ("naive_distance", "ours_distance", "budget_final_distance"):
-        assert quality[key]["style"] > 0 and quality[key]["content"] >= 0
+    assert row["masked_over_ours_fp32"] == row["ours_fp32_masked"]["s_per_step"] / row["ours_fp32"]["s_per_step"]
+    (run,) = report["runs"]
+    assert run["steps"] == 2 and run["size"] == 64
+    for optimizer in ("lbfgs", "adam"):
+        assert run[optimizer]["seconds"] > 0 and run[optimizer]["distance"]["style"] > 0
 
 
 def test_steps_reuse_freed_memory_instead_of_faulting_in_fresh_pages():

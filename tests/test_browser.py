@@ -1,14 +1,18 @@
 """The app in a real headless Chromium: load, fill from an example, stylize, watch, stop."""
 
+import io
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from nst import Settings
+from PIL import Image
 
-from .conftest import engine_is_busy, engine_is_idle
+from nst import Settings, images, save_png
+
+from .conftest import EXAMPLES, engine_is_busy, engine_is_idle
 
 SCREENSHOTS = Path(__file__).resolve().parent / "output"
 CHROMIUM = "/usr/bin/chromium"
@@ -47,16 +51,25 @@ def _set_slider(page, elem_id: str, value: int) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
     box.press("Enter")
+    expect(box).to_have_value(str(value))
+    page.wait_for_timeout(300)  # an example's own values, if still on their way, would land by now
+    expect(box).to_have_value(str(value))
 
 
 def _fill_from_first_example(page, size: int | None = None, steps: int | None = None) -> None:
     page.locator("tbody tr").first.click()
     expect(page.locator("img[src*=chelsea]").first).to_be_visible(timeout=10_000)
     expect(page.locator("img[src*=starry_night]").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#size input[type=number]")).to_have_value("512")  # the example's own size has arrived
     if size:
         _set_slider(page, "size", size)
     if steps:
         _set_slider(page, "steps", steps)
+
+
+def _size(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return box["width"], box["height"]
 
 
 def _badges(page) -> int:
@@ -78,22 +91,41 @@ def test_example_fills_the_inputs(page):
     page.screenshot(path=SCREENSHOTS / "2-example.png", full_page=True)
 
 
-def test_stylize_streams_pictures_and_a_growing_loss_plot(page):
-    _fill_from_first_example(page, size=128, steps=1000)
+def test_stylize_streams_full_size_pictures_and_a_growing_loss_plot(page):
+    _fill_from_first_example(page, size=256, steps=60)
     page.get_by_role("button", name="Stylize").click()
-    expect(page.locator("#result img")).to_be_visible(timeout=30_000)
-    expect(page.locator("#status")).to_contain_text("left", timeout=30_000)
+    expect(page.locator("#status")).to_contain_text("128×85 px", timeout=30_000)
+    picture = page.locator("#result img")
     plot = page.locator("#loss-plot canvas, #loss-plot svg").first
     expect(plot).to_be_visible(timeout=10_000)
-    first_step, first_plot, first_picture = _step(page), plot.screenshot(), page.locator("#result img").get_attribute("src")
+    first_box, first_plot, first_src = _size(page.locator("#result")), plot.screenshot(), picture.get_attribute("src")
     page.screenshot(path=SCREENSHOTS / "3-running.png", full_page=True)
-    page.wait_for_function(f"() => /step (\\d+)\\//.exec(document.querySelector('#status').innerText)?.[1] > {first_step + 5}",
-                           timeout=30_000)
-    assert plot.screenshot() != first_plot  # redrawn with the new steps' losses
-    assert page.locator("#result img").get_attribute("src") != first_picture  # a newer picture
+    expect(page.locator("#status")).to_contain_text("256×170 px", timeout=60_000)
+    page.wait_for_timeout(1500)  # a few frames of the finer scale
+    assert _size(page.locator("#result")) == first_box  # the box keeps its size from the first frame on
+    assert picture.get_attribute("src") != first_src and plot.screenshot() != first_plot  # newer picture, more losses
+    expect(page.locator("#loss-plot")).to_contain_text("→ 256 px")  # the scale change, named in the legend
     page.screenshot(path=SCREENSHOTS / "4-running-later.png", full_page=True)
-    page.get_by_role("button", name="Stop").click()
-    expect(page.locator("#status")).to_contain_text("Stopped", timeout=10_000)
+    expect(page.locator("#status")).to_contain_text("done", timeout=60_000)
+    assert _size(page.locator("#result")) == first_box
+    expect(page.locator("#timelapse a, #timelapse button").first).to_be_visible(timeout=30_000)
+    page.screenshot(path=SCREENSHOTS / "5-done.png", full_page=True)
+
+
+def test_a_gallery_painting_becomes_the_style(page):
+    page.locator("#gallery button, #gallery img").nth(2).click()
+    expect(page.locator("img[src*=munch_scream]").first).to_be_visible(timeout=10_000)
+
+
+def test_a_dropped_result_png_restores_the_settings(page, tmp_path):
+    settings = Settings(size=384, steps=77, seed=9, style_layers=("relu1_1", "relu2_1")).validated()
+    save_png(Image.new("RGB", (16, 16), "white"), tmp_path / "result.png", settings)
+    page.get_by_text("Advanced").click()
+    page.locator("#restore input[type=file]").set_input_files(str(tmp_path / "result.png"))
+    expect(page.locator("#status")).to_contain_text("Settings restored", timeout=10_000)
+    expect(page.locator("#steps input[type=number]")).to_have_value("77")
+    expect(page.locator("#size input[type=number]")).to_have_value("384")
+    page.screenshot(path=SCREENSHOTS / "6-restored.png", full_page=True)
 
 
 def test_stop_keeps_the_picture_and_says_stopped_without_error_badges(page):
@@ -105,7 +137,7 @@ def test_stop_keeps_the_picture_and_says_stopped_without_error_badges(page):
         page.get_by_role("button", name="Stop").click()
         expect(page.locator("#status")).to_contain_text("Stopped", timeout=10_000)
         assert attempt > 1 or engine_is_idle()
-        page.screenshot(path=SCREENSHOTS / f"5-stopped-{attempt}.png", full_page=True)
+        page.screenshot(path=SCREENSHOTS / f"7-stopped-{attempt}.png", full_page=True)
         assert _badges(page) == 0, f"an Error badge after Stop number {attempt}"
         expect(page.locator("#result img")).to_be_visible()
         assert re.search(r"step \d+/1000", page.locator("#status").inner_text())
@@ -118,3 +150,33 @@ def test_closing_the_tab_stops_the_work(page):
     assert engine_is_busy()
     page.close()
     assert engine_is_idle(settle=2.5)  # the server notices the closed page, then one step finishes
+
+
+def test_a_brush_stroke_says_where_the_style_goes(page):
+    page.locator("tbody tr").nth(1).click()  # the astronaut, whose canvas comes with her photo
+    expect(page.locator("img[src*=astronaut]").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#size input[type=number]")).to_have_value("512")
+    _set_slider(page, "size", 128)
+    _set_slider(page, "steps", 40)
+    canvas = page.locator("#painting canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    for row in range(8):  # strokes to and fro over her face and shoulders; the photo sits in the canvas's centre
+        y = box["y"] + box["height"] * (0.3 + 0.03 * row)
+        page.mouse.move(box["x"] + box["width"] * 0.4, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=12)
+        page.mouse.up()
+    page.screenshot(path=SCREENSHOTS / "8-painted.png", full_page=True)
+    page.wait_for_timeout(1500)  # the strokes reach the server as the mask
+    page.get_by_role("button", name="Stylize").click()
+    expect(page.locator("#status")).to_contain_text("done", timeout=60_000)
+    page.screenshot(path=SCREENSHOTS / "9-painted-result.png", full_page=True)
+    result = Image.open(io.BytesIO(httpx.get(page.locator("#result img").get_attribute("src")).content)).convert("RGB")
+    photo = Image.open(EXAMPLES / "astronaut.jpg").convert("RGB").resize(result.size, Image.Resampling.BICUBIC)
+
+    def change(top: float, bottom: float) -> float:
+        box = (0, round(top * result.height), result.width, round(bottom * result.height))
+        return float((images.to_tensor(result.crop(box)) - images.to_tensor(photo.crop(box))).abs().mean())
+
+    assert change(0.8, 1.0) < 0.08 and change(0.35, 0.5) > 2 * change(0.8, 1.0)  # painted: painting; below: still the photo

@@ -67,3 +67,41 @@ def test_cli_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
 def test_cli_refuses_an_unknown_output_format(tmp_path):
     result = nst(CONTENT, STYLE, "-o", tmp_path / "out.gif")
     assert result.returncode == 2 and "output must end in" in result.stderr
+
+
+def test_a_png_remembers_its_settings_and_makes_the_same_picture_again(tmp_path):
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    made = nst(CONTENT, STYLE, "-o", first, "--size", "96", "--steps", "6", "--seed", "11", "--init", "noise", "--style-weight", "3",
+               "--style-layers", "relu1_1", "relu2_1", "relu3_1", "--timelapse", tmp_path / "forming.webp")
+    assert made.returncode == 0, made.stderr
+    record = json.loads(Image.open(first).text["nst-settings"])
+    assert record["settings"]["seed"] == 11 and record["settings"]["style_layers"] == ["relu1_1", "relu2_1", "relu3_1"]
+    assert set(record["versions"]) == {"nst", "torch", "weights"}
+    remade = nst(CONTENT, STYLE, "-o", again, "--settings-from", first)
+    assert remade.returncode == 0, remade.stderr
+    assert Image.open(again).tobytes() == Image.open(first).tobytes()
+    with Image.open(tmp_path / "forming.webp") as animation:
+        assert animation.format == "WEBP" and animation.n_frames >= 2 and animation.size == (96, 64)
+    other = nst(CONTENT, STYLE, "-o", tmp_path / "other.png", "--settings-from", first, "--seed", "12")
+    assert other.returncode == 0 and Image.open(tmp_path / "other.png").tobytes() != Image.open(first).tobytes()
+
+
+def test_settings_from_a_picture_without_them_is_refused_in_one_line(tmp_path):
+    result = nst(CONTENT, STYLE, "-o", tmp_path / "out.png", "--settings-from", EXAMPLES / "chelsea.jpg")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "chelsea.jpg carries no settings" in line
+
+
+def test_a_mask_file_says_where_the_style_goes(tmp_path):
+    mask = tmp_path / "mask.png"
+    Image.new("L", (40, 30), 0).save(mask)
+    refused = nst(CONTENT, STYLE, "-o", tmp_path / "out.png", "--mask", mask)
+    assert refused.returncode == 2 and "mask is empty" in refused.stderr
+    painted = Image.new("L", (40, 30), 0)
+    painted.paste(255, (0, 0, 20, 30))
+    painted.save(mask)
+    result = nst(CONTENT, STYLE, EXAMPLES / "graf1.jpg", "-o", tmp_path / "out.png", "--mask", mask, "--mask-feather", "4",
+                 "--size", "64", "--steps", "3")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "out.png").size == (64, 43)

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from nst import Settings, SettingsError, distances, images, scale_schedule, stylize
 from nst.objective import Objective
 from nst.runtime import Runtime
-from nst.schedule import STEP_COST_PER_DOUBLING, estimate_seconds_left
+from nst.schedule import STEP_OVERHEAD_PIXELS, TARGETS_IN_STEPS, estimate_seconds_left
 from nst.vgg import load_model
 from nst.weights import load_weights
 
@@ -42,7 +42,7 @@ def test_under_bf16_autocast_targets_and_terms_are_float32(content, style):
     content_tensor = images.load_tensor(content, 64, "cpu")
     objective = Objective(load_model(), content_tensor, [images.load_tensor(style, 64, "cpu")], settings, Runtime.for_settings(settings))
     assert objective.content_target.dtype == torch.float32
-    assert {gram.dtype for gram in objective.grams.values()} == {torch.float32}
+    assert {gram.dtype for _, grams in objective.regions for gram in grams.values()} == {torch.float32}
     with torch.inference_mode():
         assert {term.dtype for term in objective(content_tensor).values()} == {torch.float32}
 
@@ -167,10 +167,17 @@ def test_a_narrow_style_image_is_enlarged_at_coarse_scales(content, style, box):
 
 
 def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
-    # 10 steps at 128 px took 1 s: 5 more there take 0.5 s, and 5 at 256 px 0.5 s times the cost per doubling.
-    expected = 0.5 + 0.5 * STEP_COST_PER_DOUBLING
-    assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 1.0) == pytest.approx(expected)
+    # 10 steps at 128 px took 1 s: 5 more there take 0.5 s; a 256 px step costs 0.1 s times its pixels
+    # plus the fixed part over the 128 px step's; and the 256 px targets cost TARGETS_IN_STEPS steps.
+    dearer = (256**2 + STEP_OVERHEAD_PIXELS) / (128**2 + STEP_OVERHEAD_PIXELS)
+    assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 1.0) == pytest.approx(0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer)
     assert estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 3.0) == 0
+
+
+def test_time_left_fits_the_cost_of_a_step_to_the_scales_timed_so_far():
+    # 0.1 s a step at 128 px and 0.3 s at 256 px: a + b pixels through both gives 1.1 s at 512 px.
+    left = estimate_seconds_left([(128, 10), (256, 10), (512, 5)], 1, 10, 3.0, finished=[(128, 0.1)])
+    assert left == pytest.approx((5 + TARGETS_IN_STEPS) * 1.1)
 
 
 def test_several_styles_blend_by_their_weights(content, style, second_style):

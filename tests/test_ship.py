@@ -73,9 +73,10 @@ def test_examples_are_small_jpegs_with_credits():
 @pytest.mark.server
 def test_every_example_pair_runs_in_the_app(server_url):
     client = Client(server_url, verbose=False)
-    for content, style, strength, _ in app.example_rows():
+    for content, style, strength, _, painted in app.example_rows():
+        mask = handle_file(str(EXAMPLES / "masks" / f"{painted}.png")) if painted else None
         picture, status, *_ = client.predict(content=handle_file(content), style=handle_file(style), steps=2, size=64,
-                                             style_weight=app.strength_to_weight(strength), api_name="/stylize")
+                                             style_weight=app.strength_to_weight(strength), mask=mask, api_name="/stylize")
         assert "done" in status
         assert max(Image.open(picture).size) == 64
 

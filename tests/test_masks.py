@@ -1,0 +1,88 @@
+"""Paint where the style goes: guided Gram matrices, at 128 px with the real weights."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+
+from nst import ImageError, Settings, distances, images, stylize
+from nst.images import open_mask
+from nst.objective import Objective
+from nst.runtime import Runtime
+from nst.vgg import load_model
+
+SETTINGS = Settings(size=128, steps=60, frame_interval=3600)
+
+
+@pytest.fixture(scope="module")
+def half_mask(content) -> Image.Image:
+    mask = Image.new("L", content.size, 0)
+    mask.paste(255, (0, 0, content.width // 2, content.height))
+    return mask
+
+
+def _halves(picture: Image.Image) -> tuple[Image.Image, Image.Image]:
+    width, height = picture.size
+    return picture.crop((0, 0, width // 2, height)), picture.crop((width // 2, 0, width, height))
+
+
+def _pixel_change(picture: Image.Image, photo: Image.Image, box) -> float:
+    return float((images.to_tensor(picture.crop(box)) - images.to_tensor(photo.crop(box))).abs().mean())
+
+
+def test_a_half_mask_paints_one_half_and_keeps_the_photo_in_the_other(content, style, half_mask):
+    result = list(stylize(content, style, SETTINGS, mask=open_mask(half_mask)))[-1].image
+    unmasked = list(stylize(content, style, SETTINGS))[-1].image
+    photo = content.resize(result.size, Image.Resampling.BICUBIC)
+    width, height = result.size
+    far_right = (width * 3 // 4, 0, width, height)  # a quarter away from the seam
+    assert _pixel_change(result, photo, far_right) < 0.4 * _pixel_change(unmasked, photo, far_right)
+    assert _pixel_change(result, photo, far_right) < 0.08  # of the [0, 1] range
+    painted, photo_left = _halves(result)[0], _halves(photo)[0]
+    before = distances(photo_left, photo_left, style, SETTINGS)["style"]
+    after = distances(painted, photo_left, style, SETTINGS)["style"]
+    assert after < 0.5 * before, (before, after)
+
+
+def test_two_styles_split_left_and_right_each_take_their_own(content, style, second_style, half_mask):
+    result = list(stylize(content, [style, second_style], SETTINGS, mask=open_mask(half_mask)))[-1].image
+    left, right = _halves(result)
+    photo_left, photo_right = _halves(content.resize(result.size, Image.Resampling.BICUBIC))
+    assert distances(left, photo_left, style, SETTINGS)["style"] < distances(left, photo_left, second_style, SETTINGS)["style"]
+    assert distances(right, photo_right, second_style, SETTINGS)["style"] < distances(right, photo_right, style, SETTINGS)["style"]
+
+
+def test_a_mask_of_another_size_is_resized_and_a_brush_layer_gives_its_alpha(content, style):
+    layer = Image.new("RGBA", (37, 23), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (0, 0, 18, 23))  # painted on the left
+    mask = open_mask(layer)
+    assert mask.getpixel((2, 2)) == 255 and mask.getpixel((30, 2)) == 0
+    final = list(stylize(content, style, replace(SETTINGS, steps=3), mask=mask))[-1]
+    assert final.done and not final.message and final.image.size == (128, 85)
+
+
+@pytest.mark.parametrize("data, message", [(b"not an image", "mask is not a readable image"),
+                                           (Image.new("L", (40, 30), 0), "mask is empty"),
+                                           (Image.new("RGBA", (40, 30), (255, 255, 255, 0)), "mask is empty")])
+def test_an_unreadable_or_empty_mask_is_refused(data, message):
+    with pytest.raises(ImageError, match=message):
+        open_mask(data)
+
+
+def test_a_mask_white_everywhere_gives_the_unmasked_objective(content, style):
+    settings = SETTINGS.validated()
+    photo, painting = images.load_tensor(content, 96, "cpu"), images.load_tensor(style, 96, "cpu")
+    everywhere = torch.ones_like(photo[:, :1])
+    start = photo.flip(-1).contiguous()  # not the photo, so that both terms have gradients
+    results = []
+    for mask in (None, everywhere):
+        objective = Objective(load_model(), photo, [painting], settings, Runtime.for_settings(replace(settings, winograd="off")), mask)
+        picture = start.clone().requires_grad_(True)
+        terms = objective(picture)
+        terms["total"].backward()
+        results.append((terms, picture.grad))
+    (plain, plain_grad), (masked, masked_grad) = results
+    for term in ("content", "style", "total"):
+        assert masked[term].item() == pytest.approx(plain[term].item(), rel=1e-5), term
+    torch.testing.assert_close(masked_grad, plain_grad, rtol=1e-4, atol=1e-4 * plain_grad.abs().max().item())

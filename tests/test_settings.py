@@ -1,0 +1,103 @@
+"""One declaration per setting: the engine, the CLI, the app and the README agree on each one.
+
+The agreement test writes its table to tests/output/settings-agreement.md, as observed: the CLI's
+and the app's defaults and limits are read from what they do, not from the declarations.
+"""
+
+import re
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+import app
+from nst import Settings, SettingsError
+from nst.__main__ import build_parser
+from nst.__main__ import main as cli
+from nst.settings import declarations, format_number, settings_table
+
+from .conftest import EXAMPLES, ROOT
+
+OUTPUT = Path(__file__).resolve().parent / "output"
+PAIR = [str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"), "-o", "out.png"]
+
+
+def _cli_refusal(capsys, *flags) -> str:
+    with pytest.raises(SystemExit) as exit:
+        cli([*PAIR[:2], "-o", str(Path(__file__).resolve().parent / "unused.png"), *flags])  # refused before it writes
+    assert exit.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+def _app_refusal(**values) -> str:
+    with pytest.raises(gr.Error) as refusal:
+        app.parse_request({"path": str(EXAMPLES / "chelsea.jpg")}, {"path": str(EXAMPLES / "starry_night.jpg")}, None, **values)
+    return refusal.value.message
+
+
+def _range_in(message: str) -> str:
+    match = re.search(r"from (\S+) to (\S+),", message)
+    if match:
+        return f"{match.group(1)} to {match.group(2)}"
+    match = re.search(r"choose one of (.*)$", message)
+    return match.group(1) if match else message
+
+
+def test_cli_engine_and_app_agree_on_every_setting(capsys):
+    parser = build_parser()
+    cli_defaults = Settings(**{name: value for name, value in vars(parser.parse_args(PAIR)).items()
+                               if name in {declared.name for declared in declarations()} and value is not None})
+    api = dict(zip(app.API_PARAMETERS, app.api_inputs))
+    rows = ["| setting | engine default | CLI default | app default | engine range | CLI range | app range |", "|---" * 7 + "|"]
+    for declared in declarations():
+        spec, name = declared.declaration, declared.name
+        engine_default = getattr(Settings(), name)
+        cli_default = getattr(cli_defaults, name)
+        app_default = api[name].value if name in api else "(server's)"
+        if isinstance(app_default, list):
+            app_default = tuple(app_default)
+        assert cli_default == engine_default, name
+        assert name not in api or app_default == engine_default, name
+        if spec.low is not None and declared.kind is not tuple:
+            too_high = spec.high * 10 + 1
+            engine_range = _range_in(str(pytest.raises(SettingsError, Settings(**{name: declared.kind(too_high)}).validated).value))
+            cli_range = _range_in(_cli_refusal(capsys, f"--{name.replace('_', '-')}", str(declared.kind(too_high))))
+            app_range = _range_in(_app_refusal(**{name: too_high})) if name in api else "(server's)"
+            assert engine_range == f"{format_number(spec.low)} to {format_number(spec.high)}", name
+            assert cli_range == engine_range, name
+            expected_app = f"{format_number(spec.low)} to {format_number(app.LIMITS.get(name, spec.high))}"
+            assert name not in api or app_range == expected_app, name
+            if name in api:
+                assert (api[name].minimum, api[name].maximum) == (spec.low, app.LIMITS.get(name, spec.high)), name
+        elif spec.choices and declared.kind is str:
+            engine_range = _range_in(str(pytest.raises(SettingsError, Settings(**{name: "bogus"}).validated).value))
+            cli_message = _cli_refusal(capsys, f"--{name.replace('_', '-')}", "bogus")
+            cli_range = _range_in(cli_message) if "choose one of" in cli_message else ", ".join(re.findall(r"'(\w+)'", cli_message)[1:])
+            app_range = _range_in(_app_refusal(**{name: "bogus"})) if name in api else "(server's)"
+            assert engine_range == cli_range == ", ".join(spec.shown or spec.choices), name
+            assert name not in api or app_range == engine_range, name
+            assert name not in api or [value for _, value in api[name].choices] == list(spec.shown or spec.choices), name
+        else:
+            engine_range = cli_range = declared.describe(short=True) or "text"
+            app_range = (", ".join(app.SERVER_WEIGHTS) if name == "weights" else engine_range) if name in api else "(server's)"
+        if name == "weights":
+            assert [value for _, value in api[name].choices] == app.SERVER_WEIGHTS
+        rows.append(f"| `{name}` | {_shown(engine_default)} | {_shown(cli_default)} | {_shown(app_default)} | {_shown(engine_range)} | "
+                    f"{_shown(cli_range)} | {_shown(app_range)} |")
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "settings-agreement.md").write_text("\n".join(rows) + "\n")
+
+
+def _shown(value) -> str:
+    if isinstance(value, str) and len(value) > 40:
+        return value[:30] + " …"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) if len(value) < 6 else f"{value[0]} … ({len(value)})"
+    return str(value)
+
+
+def test_the_readme_settings_table_is_the_declarations_table():
+    readme = (ROOT / "README.md").read_text()
+    table = re.search(r"<!-- settings-table -->\n(.*?)\n<!-- /settings-table -->", readme, re.S)
+    assert table, "README.md needs the settings table between <!-- settings-table --> markers"
+    assert table.group(1) == settings_table(), "regenerate it: python -c 'from nst.settings import settings_table; print(settings_table())'"
