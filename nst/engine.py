@@ -108,9 +108,11 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         values = {}
         closure = runtime.accelerated(_closure(optimizer, objective, image, values), scale_steps)
 
-        scale_started = time.perf_counter()
+        scale_started = steady_since = time.perf_counter()
         for scale_step in range(1, scale_steps + 1):
             optimizer.step(closure)
+            if scale_step == 1:
+                steady_since = time.perf_counter()
             step += 1
             health.record(step, values["total"])
             if on_step is not None:
@@ -123,9 +125,14 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
                 yield frame(last_good, True, message)
                 return
             last_good, last_good_step = image.detach().clone(), step
-            yield frame(last_good, final, seconds_left=estimate_seconds_left(schedule, scale_index, scale_step, now - scale_started,
-                                                                             aspect, paces))
-        paces.append((side, (time.perf_counter() - scale_started) / scale_steps))
+            pace = _steady_pace(scale_started, steady_since, now, scale_step)
+            yield frame(last_good, final, seconds_left=estimate_seconds_left(schedule, scale_index, scale_step, pace, aspect, paces))
+        paces.append((side, _steady_pace(scale_started, steady_since, time.perf_counter(), scale_steps)))
+
+
+def _steady_pace(scale_started: float, steady_since: float, now: float, steps_done: int) -> float:
+    """Seconds per step of a scale after its first step, which also warms up its buffers."""
+    return (now - steady_since) / (steps_done - 1) if steps_done > 1 else now - scale_started
 
 
 class _Health:

@@ -62,11 +62,9 @@ def settings_from_picture(path: str | os.PathLike) -> Settings:
         raise ImageError(f"{Path(path).name} carries no settings (only PNGs made by this program do)")
     shaping = {declared.name for declared in declarations() if declared.declaration.group == "picture"}
     values = {name: value for name, value in document["settings"].items() if name in shaping}
-    for name in ("style_layer_weights", "style_blend"):  # equal weights are the default, whatever their number
-        weights = values.get(name)
-        if isinstance(weights, list) and len(set(weights)) <= 1:
-            values[name] = None
     blend = values.get("style_blend")
+    if isinstance(blend, list) and len(set(blend)) <= 1:  # equal weights are the default, whatever their number
+        values["style_blend"] = blend = None
     try:
         return Settings.from_values(style_count=len(blend) if isinstance(blend, list) else 1, **values)
     except SettingsError as error:

@@ -10,12 +10,16 @@ MIN_SCALE_SHORT_SIDE = 64
 # Each scale gets this many times the steps of the next finer one.
 SCALE_SHARE_RATIO = 1.8
 # A step takes a + b * pixels seconds. Until a run has timed two scales, a is taken to be the cost of
-# this many pixels (measured on two cores: a 256 px step 2.4 times as dear as a 128 px one, a 512 px
-# step 3.3 times a 256 px one); from then on a and b are fitted to the last two scales.
-STEP_OVERHEAD_PIXELS = 12_500
+# this many pixels (measured in the app on two AVX2 cores, 512 px at 3:2: a 256 px step 2.3 times as
+# dear as a 128 px one, a 512 px step 3.2 times a 256 px one); from then on a and b are fitted to the
+# last two scales.
+STEP_OVERHEAD_PIXELS = 15_000
 # Computing a scale's targets (the photo's and the painting's features, no gradient) costs about this
 # many of its steps.
 TARGETS_IN_STEPS = 0.7
+# A scale's own pace is trusted from this many steps on; before that, the last scale's pace predicts it.
+# (Paces leave out a scale's first step, which also warms up its buffers.)
+STEPS_TO_TRUST_A_PACE = 4
 
 
 def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0) -> list[tuple[int, int]]:
@@ -36,18 +40,23 @@ def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0)
     return [(side, n) for side, n in zip(sides, counts) if n > 0]
 
 
-def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, scale_step: int, scale_seconds: float,
+def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, scale_step: int, pace: float,
                           aspect: float = 1.0, finished: list[tuple[int, float]] = ()) -> float:
-    """Estimated seconds to the end of `schedule`, `scale_step` steps and `scale_seconds` into a scale,
-    for a picture whose long side is `aspect` times its short side; `finished` holds (long side,
-    seconds per step) of the scales done so far (see STEP_OVERHEAD_PIXELS)."""
+    """Estimated seconds to the end of `schedule`, `scale_step` steps into a scale whose steps take
+    `pace` seconds, for a picture whose long side is `aspect` times its short side; `finished` holds
+    (long side, seconds per step) of the scales done so far (see STEP_OVERHEAD_PIXELS)."""
     side, steps = schedule[scale_index]
-    pace = scale_seconds / scale_step
 
     def pixels(long_side: int) -> float:
         return long_side * long_side / aspect
 
-    if finished and pixels(side) > pixels(finished[-1][0]):
+    def through_overhead(known_side: int, known_pace: float):
+        return lambda long_side: known_pace * (pixels(long_side) + STEP_OVERHEAD_PIXELS) / (pixels(known_side) + STEP_OVERHEAD_PIXELS)
+
+    if finished and scale_step < STEPS_TO_TRUST_A_PACE:
+        cost = through_overhead(*finished[-1])
+        pace = cost(side)
+    elif finished and pixels(side) > pixels(finished[-1][0]):
         earlier_side, earlier_pace = finished[-1]
         per_pixel = max(0.0, (pace - earlier_pace) / (pixels(side) - pixels(earlier_side)))
         fixed = max(0.0, pace - per_pixel * pixels(side))
@@ -55,8 +64,7 @@ def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, sca
         def cost(long_side: int) -> float:
             return fixed + per_pixel * pixels(long_side)
     else:
-        def cost(long_side: int) -> float:
-            return pace * (pixels(long_side) + STEP_OVERHEAD_PIXELS) / (pixels(side) + STEP_OVERHEAD_PIXELS)
+        cost = through_overhead(side, pace)
 
     later = sum((n + TARGETS_IN_STEPS) * cost(other) for other, n in schedule[scale_index + 1:])
     return pace * (steps - scale_step) + later

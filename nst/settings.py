@@ -19,6 +19,10 @@ from .weights import SOURCES, describe_sources
 
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 DEFAULT_CONTENT_LAYER = "relu4_2"
+# A style layer's weight when none are given (normalised over the layers chosen), chosen on the quality
+# panel (nst.quality): relu4_1 carries the painting's strokes and mid-scale texture; relu5_1's Gram
+# matrix carries parts of the painting's own objects (eyes, faces, discs), so it gets a light say.
+DEFAULT_LAYER_WEIGHTS = {"relu1_1": 1.0, "relu2_1": 0.5, "relu3_1": 1.0, "relu4_1": 2.0, "relu5_1": 0.1}
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 COLOR_MODES = ("none", "luminance", "histogram")
@@ -54,14 +58,15 @@ class Settings:
     in under a minute on two CPU cores."""
 
     size: int = _setting(512, "long side of the result, in px", low=64, high=2048)
-    steps: int = _setting(150, "optimisation steps, over all scales", low=1, high=10_000)
+    steps: int = _setting(100, "optimisation steps, over all scales", low=1, high=10_000)
     content_weight: float = _setting(1.0, "weight of the photo's arrangement: more keeps more of the photo", low=0, high=1000)
-    style_weight: float = _setting(10.0, "weight of the painting's textures: more paints more", low=0, high=100_000)
+    style_weight: float = _setting(2.0, "weight of the painting's textures: more paints more", low=0, high=100_000)
     tv_weight: float = _setting(0.0, "total variation weight: smooths noise", low=0, high=100)
     style_layers: tuple[str, ...] = _setting(DEFAULT_STYLE_LAYERS, "VGG19 layers whose Gram matrices carry the style",
                                              choices=LAYER_NAMES, shown=RELU_LAYERS)
-    style_layer_weights: tuple[float, ...] | None = _setting(None, "one weight per style layer (default: equal)", low=0, high=1e6,
-                                                             one_per="style layers")
+    style_layer_weights: tuple[float, ...] | None = _setting(
+        None, "one weight per style layer (default: relu1_1 1, relu2_1 0.5, relu3_1 1, relu4_1 2, relu5_1 0.1, others 1)",
+        low=0, high=1e6, one_per="style layers")
     content_layer: str = _setting(DEFAULT_CONTENT_LAYER, "VGG19 layer that carries the photo's arrangement",
                                   choices=LAYER_NAMES, shown=RELU_LAYERS)
     style_blend: tuple[float, ...] | None = _setting(None, "one weight per style image (default: equal)", low=0, high=1e6,
@@ -96,6 +101,9 @@ class Settings:
             values[declared.name] = declared.check(getattr(self, declared.name), counts)
         if len(set(values["style_layers"])) != len(values["style_layers"]):
             raise SettingsError("each style layer may be chosen once")
+        if self.style_layer_weights is None:
+            weights = [DEFAULT_LAYER_WEIGHTS.get(layer, 1.0) for layer in values["style_layers"]]
+            values["style_layer_weights"] = tuple(weight / sum(weights) for weight in weights)
         if values["weights"] not in SOURCES and not str(values["weights"]).endswith(WEIGHT_SUFFIXES):
             raise SettingsError(f"weights must be {describe_sources()}")
         from .runtime import resolve_device  # torch's device list is the runtime's business

@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from nst import __main__ as cli
+
 from .conftest import EXAMPLES, ROOT
 
 # One past the last GPU this machine has: absent on every machine, with or without CUDA.
@@ -55,13 +57,21 @@ def test_cli_save_every_and_two_styles(tmp_path):
     ([CONTENT, STYLE, "--size", "big"], "argument --size: invalid int value"),
     ([CONTENT, STYLE, "--device", ABSENT_GPU], f"device '{ABSENT_GPU}' is not available here; this machine has cpu"),
 ])
-def test_cli_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, message):
-    result = nst(*args, "-o", tmp_path / "out.png", "--steps" if "--steps" not in args else "--seed", "1")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def test_cli_bad_input_gives_one_line_and_exit_code_2(tmp_path, capsys, args, message):
+    # In this process, to keep the suite short; the next test runs one refusal as a real process.
+    with pytest.raises(SystemExit) as exit:
+        cli.main([*map(str, args), "-o", str(tmp_path / "out.png"), "--steps" if "--steps" not in args else "--seed", "1"])
+    assert exit.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
     assert message in lines[0]
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_refusal_is_the_processs_only_line_on_stderr(tmp_path):
+    result = nst(CONTENT, "missing.jpg", "-o", tmp_path / "out.png")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["python -m nst: error: style image: file not found: missing.jpg"]
 
 
 def test_cli_refuses_an_unknown_output_format(tmp_path):

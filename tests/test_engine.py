@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from nst import Settings, SettingsError, distances, images, scale_schedule, stylize
 from nst.objective import Objective
 from nst.runtime import Runtime
-from nst.schedule import STEP_OVERHEAD_PIXELS, TARGETS_IN_STEPS, estimate_seconds_left
+from nst.schedule import STEP_OVERHEAD_PIXELS, STEPS_TO_TRUST_A_PACE, TARGETS_IN_STEPS, estimate_seconds_left
 from nst.vgg import load_model
 from nst.weights import load_weights
 
@@ -167,17 +167,24 @@ def test_a_narrow_style_image_is_enlarged_at_coarse_scales(content, style, box):
 
 
 def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
-    # 10 steps at 128 px took 1 s: 5 more there take 0.5 s; a 256 px step costs 0.1 s times its pixels
-    # plus the fixed part over the 128 px step's; and the 256 px targets cost TARGETS_IN_STEPS steps.
+    # 0.1 s a step at 128 px, 10 steps in: 5 more there take 0.5 s; a 256 px step costs 0.1 s times its
+    # pixels plus the fixed part over the 128 px step's; and the 256 px targets cost TARGETS_IN_STEPS steps.
     dearer = (256**2 + STEP_OVERHEAD_PIXELS) / (128**2 + STEP_OVERHEAD_PIXELS)
-    assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 1.0) == pytest.approx(0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer)
-    assert estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 3.0) == 0
+    assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 0.1) == pytest.approx(0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer)
+    assert estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 0.6) == 0
 
 
 def test_time_left_fits_the_cost_of_a_step_to_the_scales_timed_so_far():
     # 0.1 s a step at 128 px and 0.3 s at 256 px: a + b pixels through both gives 1.1 s at 512 px.
-    left = estimate_seconds_left([(128, 10), (256, 10), (512, 5)], 1, 10, 3.0, finished=[(128, 0.1)])
+    left = estimate_seconds_left([(128, 10), (256, 10), (512, 5)], 1, 10, 0.3, finished=[(128, 0.1)])
     assert left == pytest.approx((5 + TARGETS_IN_STEPS) * 1.1)
+
+
+def test_a_new_scales_first_steps_are_paced_by_the_scale_before():
+    # A few steps into 256 px, its pace (5 s, a stall) is not trusted yet: 0.1 s at 128 px predicts it.
+    dearer = (256**2 + STEP_OVERHEAD_PIXELS) / (128**2 + STEP_OVERHEAD_PIXELS)
+    left = estimate_seconds_left([(128, 10), (256, 10)], 1, STEPS_TO_TRUST_A_PACE - 1, 5.0, finished=[(128, 0.1)])
+    assert left == pytest.approx((10 - STEPS_TO_TRUST_A_PACE + 1) * 0.1 * dearer)
 
 
 def test_several_styles_blend_by_their_weights(content, style, second_style):

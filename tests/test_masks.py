@@ -12,7 +12,7 @@ from nst.objective import Objective
 from nst.runtime import Runtime
 from nst.vgg import load_model
 
-SETTINGS = Settings(size=128, steps=60, frame_interval=3600)
+SETTINGS = Settings(size=128, steps=30, frame_interval=3600)
 
 
 @pytest.fixture(scope="module")
