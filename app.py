@@ -76,7 +76,8 @@ HOW_IT_WORKS = """
 3. **Style** is read at several layers (`relu1_1` … `relu5_1`). At each, the **Gram matrix** records
    which of the network's feature detectors fire *together*, wherever they are in the picture. That
    throws away the arrangement and keeps texture: colours and strokes at the low layers, larger motifs
-   higher up.
+   higher up. `relu4_1` has the most say and `relu5_1` very little, since the deepest layer would
+   carry the painting's own objects (eyes, faces, discs) into your photo.
 4. The new picture starts as a copy of your photo. Each step measures how far it is from the photo's
    content and from the painting's Gram matrices, and nudges every pixel to shrink both.
 5. **Style strength** trades the two off: the weight of the painting's statistics against the photo's

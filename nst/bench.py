@@ -222,7 +222,7 @@ def _step_iterator(config: str, side: int, content, style, device: torch.device,
     """One optimisation step per next(): the naive loop, or our engine single scale in a precision.
 
     "ours_fp32_direct" is our engine with oneDNN's direct convolutions instead of Winograd's;
-    "ours_fp32_masked" paints the style on the left half only (a mask, two regions' Gram matrices).
+    "ours_fp32_masked" paints the style on the left half only (a mask: the Gram matrix of the painted region only).
     """
     if config == "naive" and isinstance(naive, NaiveProcess):
         return naive.steps(side)
@@ -395,7 +395,8 @@ def format_table(report: dict) -> str:
                          f"{value['gflops']:.0f} | {value['fraction_of_peak']:.0%} | {value['peak_mb']:.0f} |")
     for row in report["sizes"]:
         if "masked_over_ours_fp32" in row:
-            lines.append(f"\nAt {row['pixels']} a masked step (two regions) took {row['masked_over_ours_fp32']:.2f}x an unmasked one.")
+            lines.append(f"\nAt {row['pixels']} a masked step (the style on half the picture) took "
+                         f"{row['masked_over_ours_fp32']:.2f}x an unmasked one.")
 
     def dist(d):
         return f"style {d['style']:.4f}, content {d['content']:.3f}"

@@ -37,7 +37,8 @@ from .vgg import load_model
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PANEL_FOLDER = EXAMPLES / "panel"
 # The measure every configuration is judged by, whatever weights it optimises with.
-YARDSTICK = Settings(style_layers=DEFAULT_STYLE_LAYERS, style_layer_weights=None, content_layer=DEFAULT_CONTENT_LAYER, style_scale=1.0)
+YARDSTICK = Settings(style_layers=DEFAULT_STYLE_LAYERS, style_layer_weights=(1.0,) * len(DEFAULT_STYLE_LAYERS),
+                     content_layer=DEFAULT_CONTENT_LAYER, style_scale=1.0)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
@@ -133,7 +134,7 @@ def run_pair(pair: Pair, size: int, settings: Settings | None, out: Path, anchor
     anchor_json, anchor_png = out / f"{pair.name}-anchor.json", out / f"{pair.name}-anchor.png"
     if reuse_anchor and anchor_json.is_file() and anchor_png.is_file() and json.loads(anchor_json.read_text())["steps"] == anchor_steps:
         record["anchor"] = json.loads(anchor_json.read_text())
-    elif anchor_steps:
+    elif anchor_steps and not (reuse_anchor and settings is not None):
         started = time.perf_counter()
         picture = anchor(content, style, size, anchor_steps)
         seconds = time.perf_counter() - started
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a setting for our pictures, e.g. style_weight=3 or style_layer_weights=1,1,1,0.5,0.1")
     parser.add_argument("--label", default="ours", help="name of this configuration in file names and the sheet")
     parser.add_argument("--anchor-steps", type=int, default=300, help="0: no anchor")
-    parser.add_argument("--reuse-anchor", action="store_true", help="take the anchor's pictures from an earlier run in --out")
+    parser.add_argument("--reuse-anchor", action="store_true", help="take the anchor's pictures from an earlier run in --out; "
+                        "pairs without one get none (with --anchor-only: made)")
     parser.add_argument("--anchor-only", action="store_true", help="make the anchor's pictures only")
     parser.add_argument("--out", default="quality-output")
     args = parser.parse_args(argv)
