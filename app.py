@@ -419,6 +419,8 @@ def api_help(name: str) -> str:
     declared = declaration(name)
     if name == "weights":
         return f"VGG19 weights: {', '.join(SERVER_WEIGHTS)}"
+    if declared.default is None and declared.declaration.one_per:
+        return f"{declared.declaration.help} (default: {declared.shown_default})"
     low, high = bounds(name)
     limits = f" ({format_number(low)} to {format_number(high)})" if low is not None and declared.kind in (int, float) else ""
     return declared.declaration.help + limits

@@ -31,10 +31,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _flag(parser: argparse.ArgumentParser, declared: Declared) -> None:
     spec = declared.declaration
-    default = declared.default
-    shown_default = "equal" if default is None else " ".join(default) if isinstance(default, tuple) else default
     options: dict = {"default": None, "help": f"{spec.help} ({declared.describe() + '; ' if declared.describe() else ''}"
-                                              f"default {shown_default})".replace("%", "%%")}
+                                              f"default {declared.shown_default})".replace("%", "%%")}
     if declared.kind is bool:
         options["action"] = argparse.BooleanOptionalAction
     elif declared.kind is tuple:

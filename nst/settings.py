@@ -45,6 +45,7 @@ class Declaration:
     choices: tuple[str, ...] = ()  # for a text setting, or each item of a list of texts
     shown: tuple[str, ...] = ()  # the choices offered to people, when fewer than accepted
     one_per: str = ""  # a list of numbers with one value per item of this (normalised to sum 1)
+    none_means: str = "equal"  # what a list with one value per item is when none is given
     group: str = "picture"  # "picture": shapes the result; "run": where and how fast it is made
 
 
@@ -65,11 +66,11 @@ class Settings:
     style_layers: tuple[str, ...] = _setting(DEFAULT_STYLE_LAYERS, "VGG19 layers whose Gram matrices carry the style",
                                              choices=LAYER_NAMES, shown=RELU_LAYERS)
     style_layer_weights: tuple[float, ...] | None = _setting(
-        None, "one weight per style layer (default: relu1_1 1, relu2_1 0.5, relu3_1 1, relu4_1 2, relu5_1 0.1, others 1)",
-        low=0, high=1e6, one_per="style layers")
+        None, "one weight per style layer", low=0, high=1e6, one_per="style layers",
+        none_means="relu1_1 1, relu2_1 0.5, relu3_1 1, relu4_1 2, relu5_1 0.1, others 1")
     content_layer: str = _setting(DEFAULT_CONTENT_LAYER, "VGG19 layer that carries the photo's arrangement",
                                   choices=LAYER_NAMES, shown=RELU_LAYERS)
-    style_blend: tuple[float, ...] | None = _setting(None, "one weight per style image (default: equal)", low=0, high=1e6,
+    style_blend: tuple[float, ...] | None = _setting(None, "one weight per style image", low=0, high=1e6,
                                                      one_per="style images")
     style_scale: float = _setting(1.0, "size of the style image relative to the result: larger, larger brush strokes",
                                   low=0.25, high=2.0)
@@ -145,6 +146,13 @@ class Declared:
     @property
     def label(self) -> str:
         return self.name.replace("_", " ")
+
+    @property
+    def shown_default(self) -> str:
+        default = self.default
+        if default is None:
+            return self.declaration.none_means
+        return " ".join(default) if isinstance(default, tuple) else str(default)
 
     def describe(self, short: bool = False) -> str:
         """The range or choices, as the messages and (`short`) the settings table say them."""
@@ -253,7 +261,6 @@ def settings_table() -> str:
         flag = f"--{declared.name.replace('_', '-')}"
         if declared.kind is bool:
             flag = f"{flag} / --no-{declared.name.replace('_', '-')}"
-        default = declared.default
-        shown = " ".join(default) if isinstance(default, tuple) else "equal" if default is None else str(default).lower()
+        shown = declared.shown_default.lower() if declared.kind is bool else declared.shown_default
         rows.append(f"| `{declared.name}` | `{flag}` | {shown} | {declared.describe(short=True)} | {declared.declaration.help} |")
     return "\n".join(rows)
