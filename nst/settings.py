@@ -67,7 +67,7 @@ class Settings:
                                              choices=LAYER_NAMES, shown=RELU_LAYERS)
     style_layer_weights: tuple[float, ...] | None = _setting(
         None, "one weight per style layer", low=0, high=1e6, one_per="style layers",
-        none_means="relu1_1 1, relu2_1 0.5, relu3_1 1, relu4_1 2, relu5_1 0.1, others 1")
+        none_means=", ".join(f"{layer} {weight:g}" for layer, weight in DEFAULT_LAYER_WEIGHTS.items()) + ", others 1")
     content_layer: str = _setting(DEFAULT_CONTENT_LAYER, "VGG19 layer that carries the photo's arrangement",
                                   choices=LAYER_NAMES, shown=RELU_LAYERS)
     style_blend: tuple[float, ...] | None = _setting(None, "one weight per style image", low=0, high=1e6,
