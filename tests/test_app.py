@@ -230,7 +230,7 @@ def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
 
 
 @pytest.mark.server
-def test_time_left_is_within_a_fifth_of_the_truth_from_the_first_frame(client):
+def test_time_left_is_within_a_fifth_of_the_truth_from_the_second_frame(client):
     # Three scales (128, 222 and 384 px): the first frames know only the first scale's pace. The very
     # first frame's estimate rests on one step and no frame's cost yet: 0.79 to 0.95 of the truth when
     # measured, so the check starts at the second frame (half a second later).
