@@ -71,7 +71,8 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     aspect = max(content_full.shape[-2:]) / min(content_full.shape[-2:])
     schedule = scale_schedule(settings.size, settings.steps, settings.multiscale, aspect)
     health = _Health(runtime.device)
-    paces: list[tuple[int, float]] = []  # (long side, seconds per step) of each finished scale, for the time left
+    framing = _Framing()
+    earlier = None  # (long side, seconds a step computed) of the last finished scale
     image = last_good = None
     step = last_good_step = 0
     values: dict[str, Tensor] = {}
@@ -113,6 +114,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
             optimizer.step(closure)
             if scale_step == 1:
                 steady_since = time.perf_counter()
+                framing.restart_scale()
             step += 1
             health.record(step, values["total"])
             if on_step is not None:
@@ -125,14 +127,40 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
                 yield frame(last_good, True, message)
                 return
             last_good, last_good_step = image.detach().clone(), step
-            pace = _steady_pace(scale_started, steady_since, now, scale_step)
-            yield frame(last_good, final, seconds_left=estimate_seconds_left(schedule, scale_index, scale_step, pace, aspect, paces))
-        paces.append((side, _steady_pace(scale_started, steady_since, time.perf_counter(), scale_steps)))
+            pace = _steady_pace(scale_started, steady_since, now, scale_step, framing.since_steady)
+            yield frame(last_good, final, seconds_left=estimate_seconds_left(
+                schedule, scale_index, scale_step, pace, aspect, earlier, framing.mean(), settings.frame_interval))
+            framing.add(time.perf_counter() - now)
+        earlier = side, _steady_pace(scale_started, steady_since, time.perf_counter(), scale_steps, framing.since_steady)
 
 
-def _steady_pace(scale_started: float, steady_since: float, now: float, steps_done: int) -> float:
-    """Seconds per step of a scale after its first step, which also warms up its buffers."""
-    return (now - steady_since) / (steps_done - 1) if steps_done > 1 else now - scale_started
+def _steady_pace(scale_started: float, steady_since: float, now: float, steps_done: int, framing: float) -> float:
+    """Seconds a step of a scale computes, after its first step (which also warms up its buffers),
+    leaving out the `framing` seconds spent on frames since then."""
+    return (now - steady_since - framing) / (steps_done - 1) if steps_done > 1 else now - scale_started
+
+
+class _Framing:
+    """The seconds spent on frames: making each and waiting for its consumer, who may encode, send or
+    save it before asking for the next. Until a run's first frame has been taken, the last run's
+    frames in this process stand in (a server's consumer is the same from run to run)."""
+
+    last_run_mean = 0.0
+
+    def __init__(self):
+        self.total, self.count, self.since_steady = 0.0, 0, 0.0
+
+    def restart_scale(self) -> None:
+        self.since_steady = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.total += seconds
+        self.count += 1
+        self.since_steady += seconds
+        _Framing.last_run_mean = self.mean()
+
+    def mean(self) -> float:
+        return self.total / self.count if self.count else _Framing.last_run_mean
 
 
 class _Health:

@@ -9,17 +9,22 @@ MIN_SCALE_SIDE = 128
 MIN_SCALE_SHORT_SIDE = 64
 # Each scale gets this many times the steps of the next finer one.
 SCALE_SHARE_RATIO = 1.8
-# A step takes a + b * pixels seconds. Until a run has timed two scales, a is taken to be the cost of
-# this many pixels (measured in the app on two AVX2 cores, 512 px at 3:2: a 256 px step 2.3 times as
-# dear as a 128 px one, a 512 px step 3.2 times a 256 px one); from then on a and b are fitted to the
-# last two scales.
+# A step computes in about a + b * pixels * (1 + pixels / STEP_CACHE_PIXELS) seconds: a fixed part, taken
+# to be the cost of STEP_OVERHEAD_PIXELS, and a part per pixel that grows once the activations outgrow
+# the caches. Steps timed on two AVX2 cores, 3:2 pictures, as multiples of a 128 px step: through the
+# Python API 1.9, 2.3, 4.5 and 9.3 at 222, 256, 384 and 512 px; in the app, whose server threads add
+# a share to every step, less (512 px steps about 3.2 times 256 px ones, against 4.0). This gives 1.9,
+# 2.35, 4.8 and 8.7, between the two.
 STEP_OVERHEAD_PIXELS = 15_000
-# Computing a scale's targets (the photo's and the painting's features, no gradient) costs about this
-# many of its steps.
-TARGETS_IN_STEPS = 0.7
-# A scale's own pace is trusted from this many steps on; before that, the last scale's pace predicts it.
-# (Paces leave out a scale's first step, which also warms up its buffers.)
-STEPS_TO_TRUST_A_PACE = 4
+STEP_CACHE_PIXELS = 800_000
+# Computing a scale's targets (the photo's and the painting's features, no gradient) and its first,
+# slower step cost about this many of its steps more.
+TARGETS_IN_STEPS = 0.9
+# A new scale's pace is judged from its own steps and from the scale before it, whose pace counts as
+# this many of the new scale's steps: a step's cost grows with its pixels differently from machine to
+# machine and from CLI to app (1.7 to 2.6 times from one scale to the next here), and one step of
+# the new scale is as noisy, so each alone missed by up to a fifth.
+EARLIER_PACE_IN_STEPS = 2
 
 
 def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0) -> list[tuple[int, int]]:
@@ -40,31 +45,41 @@ def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0)
     return [(side, n) for side, n in zip(sides, counts) if n > 0]
 
 
+def step_cost(long_side: int, aspect: float = 1.0) -> float:
+    """What a step costs at a long side, in pixels of the per-pixel part at small sizes."""
+    pixels = long_side * long_side / aspect
+    return STEP_OVERHEAD_PIXELS + pixels * (1 + pixels / STEP_CACHE_PIXELS)
+
+
 def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, scale_step: int, pace: float,
-                          aspect: float = 1.0, finished: list[tuple[int, float]] = ()) -> float:
-    """Estimated seconds to the end of `schedule`, `scale_step` steps into a scale whose steps take
-    `pace` seconds, for a picture whose long side is `aspect` times its short side; `finished` holds
-    (long side, seconds per step) of the scales done so far (see STEP_OVERHEAD_PIXELS)."""
+                          aspect: float = 1.0, earlier: tuple[int, float] | None = None, frame_seconds: float = 0.0,
+                          frame_interval: float = 0.0) -> float:
+    """Estimated seconds to the end of `schedule`, `scale_step` steps into a scale whose steps compute
+    in `pace` seconds, for a picture whose long side is `aspect` times its short side. `earlier` is
+    (long side, seconds a step computed) of the scale before, if any (see EARLIER_PACE_IN_STEPS).
+
+    Frames are counted apart from the steps: each costs `frame_seconds` (making it and the consumer's
+    work before the next step), and they come every step, or every `frame_interval` seconds when
+    steps are quicker. At small scales the frames' share of the time is larger than at large ones,
+    so a pace that held them would make finer scales look too dear.
+    """
     side, steps = schedule[scale_index]
 
-    def pixels(long_side: int) -> float:
-        return long_side * long_side / aspect
+    def scaled(known_side: int, known_pace: float, long_side: int) -> float:
+        return known_pace * step_cost(long_side, aspect) / step_cost(known_side, aspect)
 
-    def through_overhead(known_side: int, known_pace: float):
-        return lambda long_side: known_pace * (pixels(long_side) + STEP_OVERHEAD_PIXELS) / (pixels(known_side) + STEP_OVERHEAD_PIXELS)
+    if earlier is not None:
+        own_steps = max(scale_step - 1, 1)  # the first step is left out of the pace once there are more
+        pace = (EARLIER_PACE_IN_STEPS * scaled(*earlier, side) + own_steps * pace) / (EARLIER_PACE_IN_STEPS + own_steps)
 
-    if finished and scale_step < STEPS_TO_TRUST_A_PACE:
-        cost = through_overhead(*finished[-1])
-        pace = cost(side)
-    elif finished and pixels(side) > pixels(finished[-1][0]):
-        earlier_side, earlier_pace = finished[-1]
-        per_pixel = max(0.0, (pace - earlier_pace) / (pixels(side) - pixels(earlier_side)))
-        fixed = max(0.0, pace - per_pixel * pixels(side))
+    def compute(long_side: int) -> float:
+        return scaled(side, pace, long_side)
 
-        def cost(long_side: int) -> float:
-            return fixed + per_pixel * pixels(long_side)
-    else:
-        cost = through_overhead(side, pace)
+    def wall(seconds: float) -> float:
+        """A step's seconds with its share of the frames."""
+        if seconds + frame_seconds >= frame_interval:
+            return seconds + frame_seconds
+        return seconds / (1 - frame_seconds / frame_interval)
 
-    later = sum((n + TARGETS_IN_STEPS) * cost(other) for other, n in schedule[scale_index + 1:])
-    return pace * (steps - scale_step) + later
+    later = sum(n * wall(compute(other)) + TARGETS_IN_STEPS * compute(other) for other, n in schedule[scale_index + 1:])
+    return (steps - scale_step) * wall(compute(side)) + later

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from nst import Settings, SettingsError, distances, images, scale_schedule, stylize
 from nst.objective import Objective
 from nst.runtime import Runtime
-from nst.schedule import STEP_OVERHEAD_PIXELS, STEPS_TO_TRUST_A_PACE, TARGETS_IN_STEPS, estimate_seconds_left
+from nst.schedule import EARLIER_PACE_IN_STEPS, TARGETS_IN_STEPS, estimate_seconds_left, step_cost
 from nst.vgg import load_model
 from nst.weights import load_weights
 
@@ -167,24 +167,35 @@ def test_a_narrow_style_image_is_enlarged_at_coarse_scales(content, style, box):
 
 
 def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
-    # 0.1 s a step at 128 px, 10 steps in: 5 more there take 0.5 s; a 256 px step costs 0.1 s times its
-    # pixels plus the fixed part over the 128 px step's; and the 256 px targets cost TARGETS_IN_STEPS steps.
-    dearer = (256**2 + STEP_OVERHEAD_PIXELS) / (128**2 + STEP_OVERHEAD_PIXELS)
+    # 0.1 s a step at 128 px, 10 steps in: 5 more there take 0.5 s; a 256 px step costs 0.1 s times the
+    # step_cost ratio (more than 1, less than the 4 of the pixels); the 256 px targets cost TARGETS_IN_STEPS steps.
+    dearer = step_cost(256) / step_cost(128)
+    assert 1 < dearer < 4
     assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 0.1) == pytest.approx(0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer)
     assert estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 0.6) == 0
 
 
-def test_time_left_fits_the_cost_of_a_step_to_the_scales_timed_so_far():
-    # 0.1 s a step at 128 px and 0.3 s at 256 px: a + b pixels through both gives 1.1 s at 512 px.
-    left = estimate_seconds_left([(128, 10), (256, 10), (512, 5)], 1, 10, 0.3, finished=[(128, 0.1)])
-    assert left == pytest.approx((5 + TARGETS_IN_STEPS) * 1.1)
+def test_a_new_scales_pace_weighs_its_own_steps_against_the_scale_before():
+    # 0.1 s a step at 128 px predicts 0.1 * dearer at 256 px; one step there took 0.5 s. The earlier
+    # scale counts as EARLIER_PACE_IN_STEPS steps, so ten steps in, the scale's own pace outweighs it.
+    dearer = step_cost(256) / step_cost(128)
+
+    def left(scale_step, pace):
+        return estimate_seconds_left([(128, 10), (256, 20)], 1, scale_step, pace, earlier=(128, 0.1))
+
+    assert left(1, 0.5) == pytest.approx(19 * (EARLIER_PACE_IN_STEPS * 0.1 * dearer + 0.5) / (EARLIER_PACE_IN_STEPS + 1))
+    assert left(11, 0.5) == pytest.approx(9 * (EARLIER_PACE_IN_STEPS * 0.1 * dearer + 10 * 0.5) / (EARLIER_PACE_IN_STEPS + 10))
 
 
-def test_a_new_scales_first_steps_are_paced_by_the_scale_before():
-    # A few steps into 256 px, its pace (5 s, a stall) is not trusted yet: 0.1 s at 128 px predicts it.
-    dearer = (256**2 + STEP_OVERHEAD_PIXELS) / (128**2 + STEP_OVERHEAD_PIXELS)
-    left = estimate_seconds_left([(128, 10), (256, 10)], 1, STEPS_TO_TRUST_A_PACE - 1, 5.0, finished=[(128, 0.1)])
-    assert left == pytest.approx((10 - STEPS_TO_TRUST_A_PACE + 1) * 0.1 * dearer)
+def test_frames_are_counted_apart_from_the_steps():
+    # Frames cost 0.1 s and come every 0.5 s at most: quick steps (0.2 s) lose a fifth of the time to
+    # them, slow ones (1 s) 0.1 s each.
+    def left(pace):
+        return estimate_seconds_left([(128, 10)], 0, 0, pace, frame_seconds=0.1, frame_interval=0.5)
+
+    assert left(0.2) == pytest.approx(10 * 0.2 / (1 - 0.1 / 0.5))
+    assert left(1.0) == pytest.approx(10 * 1.1)
+    assert estimate_seconds_left([(128, 10)], 0, 0, 0.2, frame_seconds=0.1, frame_interval=0) == pytest.approx(10 * 0.3)
 
 
 def test_several_styles_blend_by_their_weights(content, style, second_style):
