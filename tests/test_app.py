@@ -93,6 +93,7 @@ def test_submit_streams_frames_at_the_output_size_then_the_final_picture_with_it
     assert len(outputs) >= 4, len(outputs)
     sizes = {Image.open(picture).size for picture, *_ in outputs}
     assert sizes == {(128, 85)}  # the 128 px scale's frames too
+    assert {Image.open(picture).format for picture, _, progress, _ in outputs if not progress["done"]} == {"JPEG"}
     picture, status, progress, timelapse = outputs[-1]
     assert Image.open(picture).format == "PNG"
     assert "step 40/40" in status and "done" in status
