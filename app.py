@@ -82,7 +82,9 @@ HOW_IT_WORKS = """
 4. The new picture starts as a copy of your photo. Each step measures how far it is from the photo's
    content and from the painting's Gram matrices, and nudges every pixel to shrink both.
 5. **Style strength** trades the two off: the weight of the painting's statistics against the photo's
-   arrangement. Fewer style layers, or only low ones, give finer texture.
+   arrangement. A bold painting on a plain photo is pressed a little harder than a pale one on a
+   busy photo, so that the same strength looks alike across pairs. Fewer style layers, or only low
+   ones, give finer texture.
 
 It works coarse to fine: most steps run on a small version of the picture (fast), then on the full size.
 Every result PNG carries its settings: drop one on "Restore settings" (under Advanced) to set them again.

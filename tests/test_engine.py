@@ -47,6 +47,24 @@ def test_under_bf16_autocast_targets_and_terms_are_float32(content, style):
         assert {term.dtype for term in objective(content_tensor).values()} == {torch.float32}
 
 
+def test_the_style_presses_harder_the_stronger_the_painting_is_against_the_photo(content, style):
+    """rho (nst.objective): 1 when the painting is the photo itself; larger for a flatter photo."""
+    settings = Settings().validated()
+    runtime = Runtime.for_settings(replace(settings, winograd="off"))
+    photo, painting = images.load_tensor(content, 64, "cpu"), images.load_tensor(style, 64, "cpu")
+    flat_photo = 0.3 * photo + 0.7 * photo.mean()
+
+    def rho(photo, painting) -> float:
+        pressed, relative = (Objective(load_model(), photo, [painting], settings, runtime, against_the_photo=against).betas
+                             for against in (True, False))
+        ratios = {pressed[key] / relative[key] for key in relative}
+        assert max(ratios) == pytest.approx(min(ratios))  # one factor for every layer
+        return ratios.pop()
+
+    assert rho(photo, photo) == pytest.approx(1.0)
+    assert rho(flat_photo, painting) > 1.5 * rho(photo, painting)
+
+
 def test_weighted_terms_keep_their_ratio_across_sizes(content, style):
     """A 50/50 blend of content and style: weighted content / weighted style at 128 px vs 512 px."""
     ratios = []
