@@ -69,7 +69,9 @@ class LBFGS:
             self.mean_square = grad * grad
         else:
             self.mean_square.mul_(GRADIENT_AVERAGING).addcmul_(grad, grad, value=1 - GRADIENT_AVERAGING)
-        diagonal = (self.mean_square + DIAGONAL_FLOOR * self.mean_square.mean()).rsqrt_()
+        # Floored above zero: where every gradient so far is zero (a style weight of 0 from the
+        # photo itself) the step is zero, not 0 x infinity = NaN.
+        diagonal = (self.mean_square + DIAGONAL_FLOOR * self.mean_square.mean()).clamp_min_(torch.finfo(grad.dtype).tiny).rsqrt_()
         if self.previous_grad is not None:
             self._remember(self.previous_step, grad - self.previous_grad, diagonal)
         direction = self._direction(grad, diagonal)

@@ -90,3 +90,11 @@ def test_first_step_moves_pixels_with_small_gradients_about_as_far():
     moves = (iterates(1.0, 1, start)[0][0] - start).abs()
     assert moves.max().item() == pytest.approx(lbfgs.FIRST_CHANGE, rel=1e-5)
     assert moves.min() > 0.5 * moves.max()
+
+
+def test_at_the_minimum_it_stays_put():
+    # Started at the minimum (a style weight of 0 from the photo itself), every gradient is zero:
+    # a step of zero, not NaN.
+    _, target = quadratic(1.0)
+    path, _ = iterates(1.0, 3, target)
+    assert all(torch.equal(x, target) for x in path)
