@@ -7,8 +7,9 @@ import math
 MIN_SCALE_SIDE = 128
 # ... and the coarsest scale's short side at least this: a 6:1 picture starts at 384x64, not 128x21.
 MIN_SCALE_SHORT_SIDE = 64
-# Each scale gets this many times the steps of the next finer one.
-SCALE_SHARE_RATIO = 1.8
+# Each scale gets this many times the steps of the next finer one, whose steps cost about four times
+# as much: so each scale takes about half the time of the next, and the finest most of the run.
+SCALE_SHARE_RATIO = 2
 # A step computes in about a + b * pixels * (1 + pixels / STEP_CACHE_PIXELS) seconds: a fixed part, taken
 # to be the cost of STEP_OVERHEAD_PIXELS, and a part per pixel that grows once the activations outgrow
 # the caches. Steps timed on two AVX2 cores, 3:2 pictures, as multiples of a 128 px step: through the
