@@ -670,7 +670,8 @@ def sweep_cache(every: float, age: float) -> None:
 def prepare_server() -> None:
     """What a serving process does once before its first visitor: keep freed memory for the next step
     (process-wide, see reuse_freed_memory; each run gives its memory back at its end), load the
-    network, so that the first picture starts at full speed, and sweep the cache."""
+    network and time a few small steps (warm_up), so that the first picture starts at full speed
+    and its first frames foresee the time left, and sweep the cache."""
     reuse_freed_memory()
     warm_up(DEFAULTS)
     threading.Thread(target=sweep_cache, args=demo.delete_cache, daemon=True, name="sweep-cache").start()

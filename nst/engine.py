@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from .images import ImageError
 from .objective import Objective
 from .optimizers import make_optimizer
 from .runtime import Runtime
-from .schedule import estimate_seconds_left, scale_schedule
+from .schedule import MIN_SCALE_SIDE, estimate_seconds_left, scale_schedule, step_cost
 from .settings import OPTIMIZERS, Settings
 from .vgg import load_model
 
@@ -72,7 +72,10 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     schedule = scale_schedule(settings.size, settings.steps, settings.multiscale, aspect)
     health = _Health(runtime.device)
     framing = _Framing()
-    earlier = None  # (long side, seconds a step computed) of the last finished scale
+    # (long side, seconds a step computed) of the last finished scale; for the first scale, the pace
+    # of the last run in this process at that side, if any
+    pace_key = (str(runtime.device), runtime.precision, runtime.winograd, settings.content_layer, *sorted(settings.style_layers))
+    earlier = _Pace.known(pace_key, schedule[0][0], aspect)
     image = last_good = None
     step = last_good_step = 0
     values: dict[str, Tensor] = {}
@@ -132,12 +135,32 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
                 schedule, scale_index, scale_step, pace, aspect, earlier, framing.mean(), settings.frame_interval))
             framing.add(time.perf_counter() - now)
         earlier = side, _steady_pace(scale_started, steady_since, time.perf_counter(), scale_steps, framing.since_steady)
+        _Pace.remember(pace_key, *earlier, aspect)
 
 
 def _steady_pace(scale_started: float, steady_since: float, now: float, steps_done: int, framing: float) -> float:
     """Seconds a step of a scale computes, after its first step (which also warms up its buffers),
     leaving out the `framing` seconds spent on frames since then."""
     return (now - steady_since - framing) / (steps_done - 1) if steps_done > 1 else now - scale_started
+
+
+class _Pace:
+    """What a step cost at each side in the last run in this process, per unit of `step_cost`. The
+    first frames of a run know only its first step, which also computes the targets and warms up
+    its buffers: by that alone, the seconds left at a run's first frame in a warm server were off
+    by up to a fifth. A server's runs follow each other on the same cores, so the last one's pace
+    stands beside the first steps', as a finished coarser scale does for a finer one."""
+
+    per_cost: dict[tuple, float] = {}  # by (device, precision, Winograd, layers, ..., side)
+
+    @classmethod
+    def remember(cls, key: tuple, side: int, pace: float, aspect: float) -> None:
+        cls.per_cost[(*key, side)] = pace / step_cost(side, aspect)
+
+    @classmethod
+    def known(cls, key: tuple, side: int, aspect: float) -> tuple[int, float] | None:
+        per_cost = cls.per_cost.get((*key, side))
+        return None if per_cost is None else (side, per_cost * step_cost(side, aspect))
 
 
 class _Framing:
@@ -237,12 +260,12 @@ def _closure(optimizer, objective: Objective, image: Tensor, values: dict[str, T
 
 def warm_up(settings: Settings = Settings()) -> None:
     """Load the network, its Winograd filters and the optimisers' code now (the first torch optimiser
-    made in a process imports torch._dynamo), so that the first request starts at full speed."""
+    made in a process imports torch._dynamo), so that the first request starts at full speed, and
+    time a few steps at the coarsest scale, so that its first frames foresee the time left."""
     settings = settings.validated()
-    runtime = Runtime.for_settings(settings)
-    model = load_model(settings.weights, settings.pooling, str(runtime.device))
-    if runtime.winograd:
-        with torch.inference_mode():
-            model(torch.zeros(1, 3, 32, 32), {*settings.style_layers, settings.content_layer}, winograd=True)
     for name in OPTIMIZERS:
         make_optimizer(name, torch.zeros(1, requires_grad=True))
+    # 3:2, the commonest photo's shape; what it shows costs nothing more
+    picture = Image.effect_noise((MIN_SCALE_SIDE, MIN_SCALE_SIDE * 2 // 3), 64).convert("RGB")
+    for _ in stylize(picture, picture, replace(settings, size=MIN_SCALE_SIDE, steps=4, multiscale=False, frame_interval=3600)):
+        pass

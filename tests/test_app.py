@@ -233,10 +233,11 @@ def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
 
 @pytest.mark.server
 def test_time_left_tracks_the_truth_from_the_first_frame(client):
-    # Three scales (128, 222 and 384 px): the first frames know only the first scale's pace and must
-    # foresee how much dearer the finer scales' steps are on this machine. Of 8 runs in one server here,
-    # 7 had every frame within 12% of the truth (medians 1.00-1.04); the first ran at 1.16-1.29
-    # through its coarse scale (median 1.18). A run's pace drifts by that much now and then.
+    # Three scales (128, 222 and 384 px): the first frames know only the first steps and the pace of
+    # the server's warm-up or last run, and must foresee how much dearer the finer scales' steps are
+    # on this machine. In 8 runs here, two in each of 4 fresh servers, every frame came within 0.81-1.12
+    # of the truth; before the warm-up and the last run's pace counted, first frames reached 1.21.
+    # A run's pace drifts by a tenth now and then.
     progress = [output[2] for output in client.submit(**pair(), size=384, steps=60, api_name="/stylize")]
     end = progress[-1]["elapsed"]
     ratios = {}
@@ -245,5 +246,5 @@ def test_time_left_tracks_the_truth_from_the_first_frame(client):
         if not frame["done"] and left >= 3:  # below 3 s, one step's jitter is most of what is left
             ratios[frame["step"]] = frame["seconds_left"] / left
     assert len(ratios) >= 5 and min(ratios) == 1, progress
-    assert all(abs(ratio - 1) <= 1 / 3 for ratio in ratios.values()), ratios
-    assert abs(statistics.median(ratios.values()) - 1) <= 0.2, ratios
+    assert all(abs(ratio - 1) <= 0.25 for ratio in ratios.values()), ratios
+    assert abs(statistics.median(ratios.values()) - 1) <= 0.12, ratios
