@@ -551,7 +551,8 @@ def mask_from_paint(painting: dict | None):
 
 
 # The result fills its box from the first frame to the last, whatever the output size.
-CSS = "#result img { width: 100%; height: 100%; object-fit: contain; }"
+CSS = ("#result img { width: 100%; height: 100%; object-fit: contain; }"
+       " #loss-plot { display: flex; flex-direction: column; } #loss-plot > .vega-embed { flex: 1 1 0; min-height: 0; }")
 
 with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS // 3), CACHE_SECONDS)) as demo:
     gr.Markdown("# Neural Style Transfer\nDrop in a photo and a painting, press **Stylize**, and watch the photo "
@@ -614,7 +615,7 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
                               height=420, elem_id="result")
             status = gr.Markdown("Ready.", elem_id="status")
             loss_plot = gr.LinePlot(x="step", y="log10 loss", color="series", label="Losses (log10)",
-                                    color_title="", height=240, elem_id="loss-plot")
+                                    color_title="", height=270, elem_id="loss-plot")
             comparison = gr.ImageSlider(label="Before / after", visible=False, type="pil", interactive=False)
             timelapse = gr.File(label="Timelapse (animated WebP)", visible=False, elem_id="timelapse")
     gr.Examples(example_rows(), inputs=[content_image, style_image, style_strength, size, painted_example], cache_examples=False,

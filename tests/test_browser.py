@@ -72,6 +72,20 @@ def _size(locator) -> tuple[float, float]:
     return box["width"], box["height"]
 
 
+def _legend_shows(page, names) -> bool:
+    """The plot's block holds its title, chart and legend without overflowing (it clips what does, and an
+    element screenshot scrolls it), and each name's legend entry lies wholly inside it."""
+    if page.locator("#loss-plot").evaluate("block => block.scrollHeight > block.clientHeight"):
+        return False
+    block = page.locator("#loss-plot").bounding_box()
+    for name in names:
+        entry = page.locator("#loss-plot .role-legend").get_by_text(name, exact=True).bounding_box()
+        if not (block["x"] <= entry["x"] and entry["x"] + entry["width"] <= block["x"] + block["width"]
+                and block["y"] <= entry["y"] and entry["y"] + entry["height"] <= block["y"] + block["height"]):
+            return False
+    return True
+
+
 def _badges(page) -> int:
     """Gradio's red "Error" labels over components whose event failed."""
     return page.get_by_text("Error", exact=True).count()
@@ -104,10 +118,12 @@ def test_stylize_streams_full_size_pictures_and_a_growing_loss_plot(page):
     page.wait_for_timeout(1500)  # a few frames of the finer scale
     assert _size(page.locator("#result")) == first_box  # the box keeps its size from the first frame on
     assert picture.get_attribute("src") != first_src and plot.screenshot() != first_plot  # newer picture, more losses
-    expect(page.locator("#loss-plot")).to_contain_text("→ 256 px")  # the scale change, named in the legend
+    expect(page.locator("#loss-plot")).to_contain_text("→ 256 px")
+    assert _legend_shows(page, ["content", "style", "total", "→ 256 px"])  # each term, and the scale change, named
     page.screenshot(path=SCREENSHOTS / "4-running-later.png", full_page=True)
     expect(page.locator("#status")).to_contain_text("done", timeout=60_000)
     assert _size(page.locator("#result")) == first_box
+    assert _legend_shows(page, ["content", "style", "total", "→ 256 px"])
     expect(page.locator("#timelapse a, #timelapse button").first).to_be_visible(timeout=30_000)
     page.screenshot(path=SCREENSHOTS / "5-done.png", full_page=True)
 
