@@ -308,7 +308,7 @@ class Results:
 
 def stylize_page(content, style, style_strength, content_weight_log, steps, size, style_layers, content_layer, optimizer, init,
                  preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights, second_style, second_style_share,
-                 mask, mask_feather, token, request: gr.Request):
+                 painting, mask, mask_feather, token, request: gr.Request):
     """Streams (picture, loss plot, status, before/after, timelapse) to the page as the picture forms."""
     try:
         check_number("style strength", style_strength, 1, 10)
@@ -317,13 +317,15 @@ def stylize_page(content, style, style_strength, content_weight_log, steps, size
     except SettingsError as error:
         raise _refuse(str(error)) from None
     with_second = second_style is not None and second_style_share > 0
+    strokes = painted_mask(painting)  # strokes replace an example's mask
     content_image, styles, settings, mask_image = parse_request(
-        content, style, second_style if with_second else None, mask, mask_feather=mask_feather,
+        content, style, second_style if with_second else None, mask if strokes is None else None, mask_feather=mask_feather,
         style_weight=strength_to_weight(style_strength),
         content_weight=10 ** content_weight_log, steps=steps, size=size, style_layers=style_layers, content_layer=content_layer,
         optimizer=optimizer, init=init, preserve_colors=preserve_colors, multiscale=multiscale, tv_weight=tv_weight,
         style_scale=style_scale, pooling=pooling, seed=seed, weights=weights,
-        style_blend=(1 - second_style_share, second_style_share) if with_second and mask is None else None)
+        style_blend=(1 - second_style_share, second_style_share) if with_second and mask is None and strokes is None else None)
+    mask_image = mask_image if strokes is None else strokes
     results, plot = Results(), None
     with stop_requests.running(request.session_hash if request else "", token) as token:
         for frame, status, finished in frames_on_device(content_image, styles, settings, mask_image, token):
@@ -538,16 +540,24 @@ def example_canvas(content, style, strength, size, painted):
     return canvas(content, painted)
 
 
-def mask_from_paint(painting: dict | None):
-    """What the brush painted, as a mask (white: painted), for the Stylize event; None if nothing."""
-    layers = (painting or {}).get("layers") or []
-    alphas = [layer.convert("RGBA").getchannel("A") for layer in layers if layer is not None]
+def painted_mask(painting: dict | None) -> Image.Image | None:
+    """What the brush has painted on the canvas (white), from the editor's value as the page sends it
+    with Stylize; None where nothing is painted."""
+    alphas = [_image(layer, "brush layer", _alpha) for layer in (painting or {}).get("layers") or []]
     if not alphas or max(alpha.getextrema()[1] for alpha in alphas) == 0:
         return None
     combined = alphas[0]
     for alpha in alphas[1:]:
         combined = ImageChops.lighter(combined, alpha)
     return combined.point(lambda value: 255 if value else 0)
+
+
+def _alpha(path: str, what: str) -> Image.Image:
+    try:
+        with Image.open(path) as layer:
+            return layer.convert("RGBA").getchannel("A")
+    except (OSError, ValueError):
+        raise _refuse(f"{what}: not an image the canvas made") from None
 
 
 # The result fills its box from the first frame to the last, whatever the output size.
@@ -561,8 +571,9 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
         with gr.Column():
             with gr.Row():
                 content_image = gr.Image(label="Content (your photo)", type="filepath", sources=["upload", "clipboard", "webcam"],
-                                         height=260)
-                style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=260)
+                                         height=260, elem_id="content")
+                style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=260,
+                                       elem_id="style")
             gallery = gr.Gallery([(str(EXAMPLES / path), caption) for path, caption in GALLERY], label="Or pick a painting",
                                  columns=len(GALLERY), rows=1, height=140, allow_preview=False, object_fit="cover", elem_id="gallery")
             with gr.Accordion("Paint where the style goes (optional)", open=True, elem_id="paint-section"):
@@ -625,10 +636,8 @@ with Blocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS //
 
     page_inputs = [content_image, style_image, style_strength, content_weight, steps, size, style_layers, content_layer, optimizer,
                    init, preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights, second_style,
-                   second_style_share, mask, mask_feather]
-    # Outside the queue, so that a stroke is the mask before a click on Stylize that follows it.
+                   second_style_share, painting, mask, mask_feather]
     content_image.input(canvas, content_image, [painting, mask], queue=False, api_visibility="private")  # a new photo: a clean canvas
-    painting.input(mask_from_paint, painting, mask, queue=False, api_visibility="private")  # strokes, not a new canvas
     painting.clear(lambda: None, None, mask, queue=False, api_visibility="private")
     run_token = gr.State()  # the stop flag of the run a click queues
     stylize_button.click(arm_stop, None, run_token, queue=False, api_visibility="private").then(
