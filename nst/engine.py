@@ -23,7 +23,7 @@ from .optimizers import make_optimizer
 from .runtime import Runtime
 from .schedule import MIN_SCALE_SIDE, estimate_seconds_left, scale_schedule, step_cost
 from .settings import OPTIMIZERS, Settings
-from .vgg import load_model
+from .vgg import LAYER_INDEX, load_model
 
 
 @dataclass
@@ -97,7 +97,8 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         scaled_size = images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image")
         content_scaled = images.resize(content_full, scaled_size)
         mask_scaled = None if mask_full is None else F.interpolate(mask_full, size=scaled_size, mode="area")
-        objective = Objective(model, content_scaled, style_full, settings, runtime, mask_scaled)
+        objective = Objective(model, content_scaled, style_full, scale_settings(settings, scale_index == len(schedule) - 1),
+                              runtime, mask_scaled)
         if image is not None and (message := health.failure(image, step, last_good_step)):
             yield frame(last_good, True, message)
             return
@@ -136,6 +137,22 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
             framing.add(time.perf_counter() - now)
         earlier = side, _steady_pace(scale_started, steady_since, time.perf_counter(), scale_steps, framing.since_steady)
         _Pace.remember(pace_key, *earlier, aspect)
+
+
+def scale_settings(settings: Settings, last_scale: bool) -> Settings:
+    """What a scale optimises with: before the last scale, only the style layers above block 4.
+
+    At a coarse size a deep layer's field takes in the painting's objects whole (a coin is a blob to
+    relu4_1 at 128 px) and draws them, large, into the picture, where the last scale keeps them.
+    Colour and texture come from the shallow layers; the deep ones join at full size, where they see
+    parts of objects. The shallow layers keep their weights. A run with no shallow style layer keeps
+    all of its layers at every scale."""
+    shallow = [(layer, weight) for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True)
+               if LAYER_INDEX[layer] < LAYER_INDEX["conv4_1"]]
+    if last_scale or not shallow:
+        return settings
+    layers, weights = zip(*shallow, strict=True)
+    return replace(settings, style_layers=layers, style_layer_weights=weights)
 
 
 def _steady_pace(scale_started: float, steady_since: float, now: float, steps_done: int, framing: float) -> float:

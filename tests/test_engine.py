@@ -7,6 +7,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from nst import Settings, SettingsError, distances, images, scale_schedule, stylize
+from nst.engine import scale_settings
 from nst.objective import Objective
 from nst.runtime import Runtime
 from nst.schedule import EARLIER_PACE_IN_STEPS, TARGETS_IN_STEPS, estimate_seconds_left, step_cost
@@ -170,6 +171,16 @@ def test_a_finer_scale_starts_from_the_coarse_picture_with_the_photos_detail(con
     assert (result - photo).abs().mean() < 0.2 * (blurred - photo).abs().mean()
     noise_start = list(stylize(content, style, replace(settings, init="noise")))[-1].image
     assert (images.to_tensor(noise_start) - photo).abs().mean() > (blurred - photo).abs().mean()
+
+
+def test_coarse_scales_take_the_style_from_the_layers_above_block_4():
+    defaults = Settings().validated()
+    coarse = scale_settings(defaults, last_scale=False)
+    assert coarse.style_layers == ("relu1_1", "relu2_1", "relu3_1")
+    assert coarse.style_layer_weights == defaults.style_layer_weights[:3]  # they keep their weights
+    assert scale_settings(defaults, last_scale=True) == defaults
+    deep_only = Settings(style_layers=("relu4_1", "relu5_1")).validated()
+    assert scale_settings(deep_only, last_scale=False) == deep_only
 
 
 def test_coarse_scales_keep_a_short_side_of_64_px():
