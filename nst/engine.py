@@ -21,7 +21,7 @@ from .images import ImageError
 from .objective import Objective
 from .optimizers import make_optimizer
 from .runtime import Runtime
-from .schedule import MIN_SCALE_SIDE, estimate_seconds_left, scale_schedule, step_cost
+from .schedule import DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, estimate_seconds_left, scale_schedule, step_cost
 from .settings import OPTIMIZERS, Settings
 from .vgg import LAYER_INDEX, load_model
 
@@ -76,6 +76,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
     # of the last run in this process at that side, if any
     pace_key = (str(runtime.device), runtime.precision, runtime.winograd, settings.content_layer, *sorted(settings.style_layers))
     earlier = _Pace.known(pace_key, schedule[0][0], aspect)
+    last_scale_cost = 1.0 if scale_settings(settings, last_scale=False) == settings else DEEP_LAYERS_STEP_COST
     image = last_good = None
     step = last_good_step = 0
     values: dict[str, Tensor] = {}
@@ -133,7 +134,8 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
             last_good, last_good_step = image.detach().clone(), step
             pace = _steady_pace(scale_started, steady_since, now, scale_step, framing.since_steady)
             yield frame(last_good, final, seconds_left=estimate_seconds_left(
-                schedule, scale_index, scale_step, pace, aspect, earlier, framing.mean(), settings.frame_interval))
+                schedule, scale_index, scale_step, pace, aspect, earlier, framing.mean(), settings.frame_interval,
+                last_scale_cost))
             framing.add(time.perf_counter() - now)
         earlier = side, _steady_pace(scale_started, steady_since, time.perf_counter(), scale_steps, framing.since_steady)
         _Pace.remember(pace_key, *earlier, aspect)

@@ -214,6 +214,9 @@ def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
     assert 1 < dearer < 4
     assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 0.1) == pytest.approx(0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer)
     assert estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 0.6) == 0
+    # the last scale's steps also compute the deep style layers the coarser ones leave out
+    assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 0.1, last_scale_cost=1.3) == pytest.approx(
+        0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer * 1.3)
 
 
 def test_a_new_scales_pace_weighs_its_own_steps_against_the_scale_before():
