@@ -21,7 +21,7 @@ from .images import ImageError
 from .objective import Objective
 from .optimizers import make_optimizer
 from .runtime import Runtime
-from .schedule import DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, estimate_seconds_left, scale_schedule, step_cost
+from .schedule import DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, estimate_seconds_left, scale_schedule, step_cost, style_reading_side
 from .settings import OPTIMIZERS, Settings
 from .vgg import LAYER_INDEX, load_model
 
@@ -99,7 +99,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], s
         content_scaled = images.resize(content_full, scaled_size)
         mask_scaled = None if mask_full is None else F.interpolate(mask_full, size=scaled_size, mode="area")
         objective = Objective(model, content_scaled, style_full, scale_settings(settings, scale_index == len(schedule) - 1),
-                              runtime, mask_scaled)
+                              runtime, mask_scaled, style_reading_side=style_reading_side(max(scaled_size), settings.size))
         if image is not None and (message := health.failure(image, step, last_good_step)):
             yield frame(last_good, True, message)
             return

@@ -55,10 +55,12 @@ class Objective:
     """
 
     def __init__(self, model, content: Tensor, styles: list[Tensor], settings: Settings, runtime: Runtime, mask: Tensor | None = None,
-                 against_the_photo: bool = True):
+                 against_the_photo: bool = True, style_reading_side: int | None = None):
+        """`style_reading_side`: the long side the styles are read at, times `settings.style_scale`
+        (default: the picture's)."""
         self.model, self.settings, self.runtime = model, settings, runtime
         self.layers = set(settings.style_layers) | {settings.content_layer}
-        style_side = round(max(content.shape[-2:]) * settings.style_scale)
+        style_side = round((style_reading_side or max(content.shape[-2:])) * settings.style_scale)
         with torch.inference_mode(), runtime.autocast():
             self.content_target = self._features(content, [settings.content_layer])[settings.content_layer].float().clone()
             photo_texture = _energy(_gram_per_position(losses.as_matrix(self.content_target)))

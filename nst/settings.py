@@ -61,7 +61,7 @@ class Settings:
     size: int = _setting(512, "long side of the result, in px", low=64, high=2048)
     steps: int = _setting(80, "optimisation steps, over all scales", low=1, high=10_000)
     content_weight: float = _setting(1.0, "weight of the photo's arrangement: more keeps more of the photo", low=0, high=1000)
-    style_weight: float = _setting(3.25, "weight of the painting's textures: more paints more", low=0, high=100_000)
+    style_weight: float = _setting(3.4, "weight of the painting's textures: more paints more", low=0, high=100_000)
     tv_weight: float = _setting(0.0, "total variation weight: smooths noise", low=0, high=100)
     style_layers: tuple[str, ...] = _setting(DEFAULT_STYLE_LAYERS, "VGG19 layers whose Gram matrices carry the style",
                                              choices=LAYER_NAMES, shown=RELU_LAYERS)

@@ -10,7 +10,7 @@ from nst import Settings, SettingsError, distances, images, scale_schedule, styl
 from nst.engine import scale_settings
 from nst.objective import Objective
 from nst.runtime import Runtime
-from nst.schedule import EARLIER_PACE_IN_STEPS, TARGETS_IN_STEPS, estimate_seconds_left, step_cost
+from nst.schedule import EARLIER_PACE_IN_STEPS, TARGETS_IN_STEPS, estimate_seconds_left, step_cost, style_reading_side
 from nst.vgg import load_model
 from nst.weights import load_weights
 
@@ -181,6 +181,23 @@ def test_coarse_scales_take_the_style_from_the_layers_above_block_4():
     assert scale_settings(defaults, last_scale=True) == defaults
     deep_only = Settings(style_layers=("relu4_1", "relu5_1")).validated()
     assert scale_settings(deep_only, last_scale=False) == deep_only
+
+
+def test_coarse_scales_read_the_painting_at_half_the_results_size_or_more(content, style):
+    assert [style_reading_side(side, 512) for side, _ in scale_schedule(512, 80, True, aspect=1.5)] == [256, 256, 512]
+    assert [style_reading_side(side, 384) for side, _ in scale_schedule(384, 80, True, aspect=1.5)] == [192, 222, 384]
+    settings = Settings().validated()
+    runtime = Runtime.for_settings(replace(settings, winograd="off"))
+    painting = images.load_style_tensor(style, 256, "cpu")
+
+    def style_targets(photo_side: int, reading_side: int | None) -> dict:
+        photo = images.load_tensor(content, photo_side, "cpu")
+        grams = Objective(load_model(), photo, [painting], settings, runtime, style_reading_side=reading_side).regions[0][1]
+        return {layer: grams[layer] for layer in settings.style_layers}
+
+    read_larger, at_128 = style_targets(64, 128), style_targets(128, None)
+    assert all(torch.equal(read_larger[layer], at_128[layer]) for layer in settings.style_layers)
+    assert not torch.allclose(style_targets(64, None)["relu3_1"], at_128["relu3_1"], rtol=0.05)
 
 
 def test_coarse_scales_keep_a_short_side_of_64_px():
