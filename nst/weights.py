@@ -9,7 +9,7 @@ with, which `nst.vgg` turns into the matching input normalisation.
   pixel subtracted.
 - `imagenet`: torchvision's VGG19 weights, from the Hugging Face Hub repo `timm/vgg19.tv_in1k`
   through huggingface_hub's cache. ImageNet convention: RGB, 0-1, mean/std normalised.
-- a path to a `.safetensors` or `.pth` state dict of `vgg19().features`: ImageNet convention.
+- a path to a `.safetensors`, `.pth` or `.pt` state dict of `vgg19().features`: ImageNet convention.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def describe_weights(source: str) -> str:
 
 
 def describe_sources() -> str:
-    return f"'{EMBEDDED}' (offline, default), '{IMAGENET}' (Hugging Face Hub), or a local .safetensors/.pth file"
+    return f"'{EMBEDDED}' (offline, default), '{IMAGENET}' (Hugging Face Hub), or a local .safetensors, .pth or .pt file"
 
 
 def load_weights(source: str = EMBEDDED) -> Weights:
@@ -110,16 +111,31 @@ def _read_embedded() -> dict[str, Tensor]:
 
 
 def _read_hub() -> dict[str, Tensor]:
-    from huggingface_hub import hf_hub_download
-
+    # huggingface_hub retries an unreachable Hub five times (about 25 s), logging two warnings a try:
+    # the refusal below says it in one line.
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
-        path = hf_hub_download(HUB_REPO, HUB_FILE)
+        path = _hub_file()
     except Exception as error:  # offline, no cache, hub down: all mean the same to the user
         raise WeightsError(
             f"could not get the ImageNet VGG19 weights ({HUB_REPO}) from the Hugging Face Hub "
-            f"({type(error).__name__}); use 'embedded' (works offline) or a local .safetensors/.pth file"
+            f"({type(error).__name__}); use 'embedded' (works offline) or a local .safetensors, .pth or .pt file"
         ) from error
+    finally:
+        hub_logger.setLevel(level)
     return _read_safetensors(Path(path), prefix="features.")
+
+
+def _hub_file() -> str:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:  # a cached copy first: the file does not change, and asking the Hub costs a request per load
+        return hf_hub_download(HUB_REPO, HUB_FILE, local_files_only=True)
+    except LocalEntryNotFoundError:
+        return hf_hub_download(HUB_REPO, HUB_FILE)
 
 
 def _read_safetensors(path: Path, prefix: str = "") -> dict[str, Tensor]:
@@ -130,7 +146,7 @@ def _read_safetensors(path: Path, prefix: str = "") -> dict[str, Tensor]:
             keys = [key for key in file.keys() if key.startswith(prefix)]
             return {key[len(prefix):]: file.get_tensor(key) for key in keys}
     except Exception as error:
-        raise WeightsError(f"cannot read {path.name} as safetensors: {error}") from error
+        raise WeightsError(f"cannot read {path.name} as safetensors ({type(error).__name__})") from error
 
 
 def _read_local(path: Path) -> dict[str, Tensor]:
@@ -140,7 +156,7 @@ def _read_local(path: Path) -> dict[str, Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise WeightsError(f"cannot read {path.name} as a PyTorch state dict: {error}") from error
+            raise WeightsError(f"cannot read {path.name} as a PyTorch state dict ({type(error).__name__})") from error
         if not isinstance(state, dict):
             raise WeightsError(f"{path.name} holds no state dict")
     if state and all(key.startswith("features.") for key in state):

@@ -1,6 +1,8 @@
 import os
+import socketserver
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -79,9 +81,10 @@ def test_local_file_with_wrong_shapes_or_keys_is_refused(embedded, tmp_path):
     with pytest.raises(WeightsError, match="missing"):
         load_weights(str(tmp_path / "partial.pth"))
 
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="cannot read"):
-        load_weights(str(tmp_path / "junk.pth"))
+    for junk in ("junk.pth", "junk.pt", "junk.safetensors"):
+        (tmp_path / junk).write_bytes(b"not a checkpoint")
+        with pytest.raises(WeightsError, match=rf"^cannot read {junk} as (safetensors|a PyTorch state dict) \(\w+\)$"):
+            load_weights(str(tmp_path / junk))
 
     with pytest.raises(WeightsError, match="not found"):
         load_weights(str(tmp_path / "absent.safetensors"))
@@ -124,6 +127,24 @@ def test_imagenet_weights_come_through_the_hugging_face_cache(embedded, tmp_path
     result = _cli_with_imagenet_weights(tmp_path, tmp_path / "out.png")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out.png").is_file()
+
+    # Online, the cached copy is read without asking the Hub for it (here a local stand-in that counts
+    # the requests naming the repo; huggingface_hub makes others of its own).
+    class CountingHub(socketserver.BaseRequestHandler):
+        requests = 0
+
+        def handle(self):
+            CountingHub.requests += b"vgg19" in self.request.recv(4096).split(b"\r\n")[0]
+
+    with socketserver.TCPServer(("127.0.0.1", 0), CountingHub) as hub:
+        threading.Thread(target=hub.serve_forever, daemon=True).start()
+        online = dict(os.environ, HF_HOME=str(tmp_path), HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}", PYTHONPATH=str(ROOT))
+        online.pop("HF_HUB_OFFLINE", None)
+        result = subprocess.run([sys.executable, "-c", "import nst.weights as w; print(len(w.load_weights('imagenet').state_dict))"],
+                                env=online, capture_output=True, text=True, timeout=120)
+        hub.shutdown()
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "32", "")
+    assert CountingHub.requests == 0
 
 
 def test_imagenet_weights_offline_without_cache_name_the_other_sources(tmp_path):
