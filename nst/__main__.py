@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -71,22 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in OUTPUT_FORMATS:
         parser.error(f"output must end in {', '.join(OUTPUT_FORMATS)}: {output}")
-    if not output.parent.is_dir():
-        parser.error(f"output folder does not exist: {output.parent}")
     if args.save_every < 0:
         parser.error("--save-every must be 0 or more")
     if args.timelapse and Path(args.timelapse).suffix.lower() != ".webp":
         parser.error(f"--timelapse must end in .webp: {args.timelapse}")
+    for path, what in [(output, "output")] + ([(Path(args.timelapse), "--timelapse")] if args.timelapse else []):
+        problem = _unwritable(path, what)
+        if problem:
+            parser.error(problem)
     given = {declared.name: getattr(args, declared.name) for declared in declarations() if getattr(args, declared.name) is not None}
     if args.save_every:
         given.setdefault("frame_interval", 0.0)
     progress = None  # made at the first frame, so that a refusal before it stays one line
     try:
         base = settings_from_picture(args.settings_from) if args.settings_from else Settings()
-        # A picture's weights per style layer or style image belong to its layers and images: new ones start equal.
+        # A picture's weights per style layer or style image belong to its layers and images: new ones
+        # start equal. A mask takes no blend: it says where each style goes.
         if "style_layers" in given:
             given.setdefault("style_layer_weights", None)
-        if base.style_blend is not None and len(base.style_blend) != len(args.styles):
+        if base.style_blend is not None and (len(base.style_blend) != len(args.styles) or args.mask):
             given.setdefault("style_blend", None)
         settings = replace(base, **given).validated(style_count=len(args.styles))
         use_memory_policy(settings.size)
@@ -98,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             if timelapse:
                 timelapse.add(frame.image)
             if args.save_every and frame.step % args.save_every == 0 and not frame.done:
-                frame.image.save(output.with_name(f"{output.stem}-step{frame.step}.png"))
+                step_path = output.with_name(f"{output.stem}-step{frame.step}.png")
+                _write(parser, step_path, partial(frame.image.save, step_path))
             progress = progress or tqdm(total=frame.steps, unit="step", file=sys.stderr, dynamic_ncols=True,
                                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
             progress.update(frame.step - progress.n)
@@ -115,16 +121,40 @@ def main(argv: list[str] | None = None) -> int:
         if progress is not None:
             progress.close()
     if OUTPUT_FORMATS[output.suffix.lower()] == "PNG":
-        save_png(frame.image, output, settings)
+        _write(parser, output, partial(save_png, frame.image, output, settings))
     else:
-        frame.image.save(output, OUTPUT_FORMATS[output.suffix.lower()])
+        _write(parser, output, partial(frame.image.save, output, OUTPUT_FORMATS[output.suffix.lower()]))
     if timelapse:
         timelapse.finish(frame.image)
-        timelapse.save(args.timelapse)
+        _write(parser, Path(args.timelapse), partial(timelapse.save, args.timelapse))
     if frame.message:
         print(f"stopped early: {frame.message}; wrote {output}", file=sys.stderr)
         return 1
     return 0
+
+
+def _unwritable(path: Path, what: str) -> str | None:
+    """Why `path` cannot be written, or None: tried before the run, so that its minutes are not lost."""
+    if path.is_dir():
+        return f"{what} is a folder: {path}"
+    if not path.parent.is_dir():
+        return f"{what} folder does not exist: {path.parent}"
+    existed = path.exists()
+    try:
+        with open(path, "ab"):  # appends nothing to a file that is there
+            pass
+    except OSError as error:
+        return f"cannot write {what} {path}: {error.strerror or error}"
+    if not existed:
+        path.unlink()
+    return None
+
+
+def _write(parser: argparse.ArgumentParser, path: Path, write: Callable[[], None]) -> None:
+    try:
+        write()
+    except OSError as error:  # a full disk, or a folder gone during the run
+        parser.error(f"cannot write {path}: {error.strerror or error}")
 
 
 def _print_json(frame) -> None:

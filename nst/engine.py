@@ -17,12 +17,12 @@ from PIL import Image
 from torch import Tensor
 
 from . import images
-from .images import ImageError
+from .images import ImageError, ImageSource
 from .objective import Objective
 from .optimizers import make_optimizer
 from .runtime import Runtime
 from .schedule import DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, estimate_seconds_left, scale_schedule, step_cost, style_reading_side
-from .settings import OPTIMIZERS, Settings
+from .settings import OPTIMIZERS, Settings, SettingsError
 from .vgg import LAYER_INDEX, load_model
 
 
@@ -44,24 +44,30 @@ class Frame:
     seconds_left: float = 0.0  # to the end of the run, by `estimate_seconds_left`; 0 when done
 
 
-def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image], settings: Settings = Settings(),
-            on_step: Callable[[int, Tensor], None] | None = None, mask: Image.Image | None = None) -> Iterator[Frame]:
+def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], settings: Settings = Settings(),
+            on_step: Callable[[int, Tensor], None] | None = None, mask: ImageSource | None = None) -> Iterator[Frame]:
     """Optimise a picture with `content`'s arrangement in the style of `styles`, yielding Frames.
 
-    `mask` (from `images.open_mask`, any size) says where the style goes: white takes the first
-    style; black keeps the photo, or takes the second style when there are two; grey blends.
+    Images are PIL images of any mode, or files or bytes, taken as `images.open_image` takes them.
+    `mask` (any size; a PIL image is taken as it is, a file or bytes as `images.open_mask` reads them)
+    says where the style goes: white takes the first style; black keeps the photo, or takes the
+    second style when there are two; grey blends.
 
     Frames come at most every `settings.frame_interval` seconds, and always at the end (`done`).
     Closing the generator stops the work at the frame it is paused on; no VGG pass runs after that.
     `on_step(step, picture)`, if given, is called after every step with the picture being optimised
     (at the current scale, RGB in [0, 1]; the tensor itself, not a copy).
     """
-    styles = [styles] if isinstance(styles, Image.Image) else list(styles)
+    content, styles = images.open_image(content, "content image"), images.open_styles(styles)
     if not styles:
         raise ImageError("give at least one style image")
+    if mask is not None and not isinstance(mask, Image.Image):
+        mask = images.open_mask(mask)
     if mask is not None and len(styles) > 2:
         raise ImageError("a mask takes one or two style images: the first where it is white, the second where it is black")
     settings = settings.validated(style_count=len(styles))
+    if mask is not None and len(set(settings.style_blend)) > 1:
+        raise SettingsError("a style blend does not apply with a mask: the mask says where each style goes")
     runtime = Runtime.for_settings(settings)
     runtime.prepare()
     started = time.perf_counter()

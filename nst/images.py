@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -24,16 +25,25 @@ class ImageError(ValueError):
     """An image that cannot be used; the message is one line meant for a person."""
 
 
-def open_image(source: str | os.PathLike | bytes | Image.Image, what: str = "image") -> Image.Image:
+ImageSource = Image.Image | str | os.PathLike | bytes
+
+
+def open_image(source: ImageSource, what: str = "image") -> Image.Image:
     """Decode `source` into an upright RGB image.
 
     EXIF orientation is applied, animations give their first frame, transparency is flattened on
     white, and greyscale, palette, CMYK and 16-bit images become 8-bit RGB.
     """
-    return _to_rgb(_decode(source, what))
+    return _to_rgb(_decode(source, what), what)
 
 
-def open_mask(source: str | os.PathLike | bytes | Image.Image, what: str = "mask") -> Image.Image:
+def open_styles(styles: ImageSource | Iterable[ImageSource]) -> list[Image.Image]:
+    """One style image or several, each as `open_image` gives it."""
+    single = isinstance(styles, (Image.Image, str, os.PathLike, bytes)) or not isinstance(styles, Iterable)
+    return [open_image(style, "style image") for style in ([styles] if single else styles)]
+
+
+def open_mask(source: ImageSource, what: str = "mask") -> Image.Image:
     """Decode `source` into a greyscale mask: white takes the (first) style, black keeps the photo
     (or takes the second style), grey blends. An image with transparency gives its alpha channel
     (a brush layer: painted = white), any other its brightness. An empty mask, with no white at
@@ -41,26 +51,30 @@ def open_mask(source: str | os.PathLike | bytes | Image.Image, what: str = "mask
     image = _decode(source, what)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         alpha = image.convert("RGBA").getchannel("A")
-        mask = alpha if alpha.getextrema()[0] < 255 else _to_rgb(image).convert("L")
+        mask = alpha if alpha.getextrema()[0] < 255 else _to_rgb(image, what).convert("L")
     else:
-        mask = _to_rgb(image).convert("L")
+        mask = _to_rgb(image, what).convert("L")
     if mask.getextrema()[1] < 128:
         raise ImageError(f"{what} is empty: paint in white where the style goes")
     return mask
 
 
-def _decode(source: str | os.PathLike | bytes | Image.Image, what: str) -> Image.Image:
+def _decode(source: ImageSource, what: str) -> Image.Image:
     """The first frame of `source`, upright, in its own mode; ImageError for anything unusable."""
     try:
         if isinstance(source, Image.Image):
             image = source
         elif isinstance(source, bytes):
             image = Image.open(io.BytesIO(source))
-        else:
+        elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
+            if path.is_dir():
+                raise ImageError(f"{what}: {path} is a folder, not an image file")
             if not path.is_file():
                 raise ImageError(f"{what}: file not found: {path}")
             image = Image.open(path)
+        else:
+            raise ImageError(f"{what} must be a PIL image, a file path or bytes, not {type(source).__name__}")
         if image.width * image.height > MAX_INPUT_PIXELS:
             raise ImageError(f"{what} is too large: {image.width}x{image.height} px, "
                              f"the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels")
@@ -75,11 +89,19 @@ def _decode(source: str | os.PathLike | bytes | Image.Image, what: str) -> Image
         raise ImageError(f"{what} is not a readable image (PNG, JPEG, WebP, GIF, BMP or TIFF)") from error
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to 8 bits by the actual range of the format.
-        peak = 65535.0 if image.mode.startswith("I;16") or image.getextrema()[1] > 255 else 255.0
-        image = image.point(lambda value: value * (255.0 / peak)).convert("L")
+def _to_rgb(image: Image.Image, what: str) -> Image.Image:
+    try:
+        return _convert_to_rgb(image)
+    except (OSError, ValueError) as error:
+        raise ImageError(f"{what} has pixels of a kind this program cannot read ({image.mode})") from error
+
+
+def _convert_to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16/32-bit greyscale: scale to 8 bits by the actual range of the format. Pillow maps pixels
+        # only in mode I, which every 16-bit byte order converts to.
+        peak = 65535.0 if image.mode != "I" or image.getextrema()[1] > 255 else 255.0
+        image = image.convert("I").point(lambda value: value * (255.0 / peak)).convert("L")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):

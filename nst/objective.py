@@ -33,7 +33,6 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from . import images, losses
@@ -129,15 +128,16 @@ def _gram_per_position(matrix: Tensor) -> Tensor:
     return losses.gram(matrix) / matrix.shape[1]
 
 
-def distances(image: Image.Image, content: Image.Image, styles: Image.Image | Sequence[Image.Image],
-              settings: Settings = Settings()) -> dict[str, float]:
+def distances(image: images.ImageSource, content: images.ImageSource,
+              styles: images.ImageSource | Sequence[images.ImageSource], settings: Settings = Settings()) -> dict[str, float]:
     """How far `image` is from the content and the style(s), at `image`'s size, by the same network.
+    Images are taken as `stylize` takes them.
 
     content: relative squared error of the content-layer activations; style: the layer-weighted
     relative squared error of the Gram matrices (the objective's terms with weights 1), in float32
     with direct convolutions whatever the settings say about speed.
     """
-    styles = [styles] if isinstance(styles, Image.Image) else list(styles)
+    image, content, styles = images.open_image(image, "picture"), images.open_image(content, "content image"), images.open_styles(styles)
     settings = replace(settings, content_weight=1.0, style_weight=1.0, tv_weight=0.0).validated(len(styles))
     device = resolve_device(settings.device)
     model = load_model(settings.weights, settings.pooling, str(device))

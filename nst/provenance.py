@@ -63,7 +63,8 @@ def settings_from_picture(path: str | os.PathLike) -> Settings:
     shaping = {declared.name for declared in declarations() if declared.declaration.group == "picture"}
     values = {name: value for name, value in document["settings"].items() if name in shaping}
     blend = values.get("style_blend")
-    if isinstance(blend, list) and len(set(blend)) <= 1:  # equal weights are the default, whatever their number
+    numbers = isinstance(blend, list) and all(isinstance(weight, (int, float)) for weight in blend)
+    if numbers and len(set(blend)) <= 1:  # equal weights are the default, whatever their number
         values["style_blend"] = blend = None
     try:
         return Settings.from_values(style_count=len(blend) if isinstance(blend, list) else 1, **values)

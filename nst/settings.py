@@ -29,6 +29,7 @@ COLOR_MODES = ("none", "luminance", "histogram")
 PRECISIONS = ("auto", "fp32", "bf16")
 WINOGRAD = ("auto", "on", "off")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+OTHER_LAYERS = "also conv and pool layers by name (conv4_2, pool5, ...)"
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,7 @@ class Declaration:
     high: float | None = None
     choices: tuple[str, ...] = ()  # for a text setting, or each item of a list of texts
     shown: tuple[str, ...] = ()  # the choices offered to people, when fewer than accepted
+    also: str = ""  # what else is accepted, when `shown` is fewer than `choices`
     one_per: str = ""  # a list of numbers with one value per item of this (normalised to sum 1)
     none_means: str = "equal"  # what a list with one value per item is when none is given
     group: str = "picture"  # "picture": shapes the result; "run": where and how fast it is made
@@ -64,12 +66,12 @@ class Settings:
     style_weight: float = _setting(3.4, "weight of the painting's textures: more paints more", low=0, high=100_000)
     tv_weight: float = _setting(0.0, "total variation weight: smooths noise", low=0, high=100)
     style_layers: tuple[str, ...] = _setting(DEFAULT_STYLE_LAYERS, "VGG19 layers whose Gram matrices carry the style",
-                                             choices=LAYER_NAMES, shown=RELU_LAYERS)
+                                             choices=LAYER_NAMES, shown=RELU_LAYERS, also=OTHER_LAYERS)
     style_layer_weights: tuple[float, ...] | None = _setting(
         None, "one weight per style layer", low=0, high=1e6, one_per="style layers",
         none_means=", ".join(f"{layer} {weight:g}" for layer, weight in DEFAULT_LAYER_WEIGHTS.items()) + ", others 1")
     content_layer: str = _setting(DEFAULT_CONTENT_LAYER, "VGG19 layer that carries the photo's arrangement",
-                                  choices=LAYER_NAMES, shown=RELU_LAYERS)
+                                  choices=LAYER_NAMES, shown=RELU_LAYERS, also=OTHER_LAYERS)
     style_blend: tuple[float, ...] | None = _setting(None, "one weight per style image", low=0, high=1e6,
                                                      one_per="style images")
     style_scale: float = _setting(1.0, "size of the style image relative to the result: larger, larger brush strokes",
@@ -160,10 +162,11 @@ class Declared:
         if self.kind is bool:
             return "true or false"
         choices = spec.shown or spec.choices
+        also = f"; {spec.also}" if spec.also else ""
         if short and len(choices) > 6:
-            return f"{choices[0]} … {choices[-1]} ({len(choices)} layers)"
+            return f"{choices[0]} … {choices[-1]} ({len(choices)} layers){also}"
         if choices:
-            return ", ".join(choices)
+            return ", ".join(choices) + also
         if spec.low is not None:
             return f"{format_number(spec.low)} to {format_number(spec.high)}"
         return ""
@@ -183,24 +186,25 @@ class Declared:
         spec = self.declaration
         if kind is bool:
             if not isinstance(value, bool):
-                raise SettingsError(f"{label} must be true or false, not {value!r}")
+                raise SettingsError(f"{label} must be true or false, not {shown_value(value)}")
         elif kind is int:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise SettingsError(f"{label} must be a whole number from {format_number(low)} to {format_number(high)}, not {value!r}")
+                raise SettingsError(f"{label} must be a whole number from {format_number(low)} to {format_number(high)}, "
+                                    f"not {shown_value(value)}")
         elif kind is float:
             check_number(label, value, low, high)
             value = float(value)
         elif spec.choices:
             if value not in spec.choices:
-                raise SettingsError(f"unknown {label} {value!r}; choose one of {', '.join(spec.shown or spec.choices)}")
+                raise SettingsError(f"unknown {label} {shown_value(value)}; choose one of {', '.join(spec.shown or spec.choices)}")
         elif not isinstance(value, str):
-            raise SettingsError(f"{label} must be text, not {value!r}")
+            raise SettingsError(f"{label} must be text, not {shown_value(value)}")
         return value
 
     def _check_list(self, value, counts: dict[str, int]) -> tuple:
         spec = self.declaration
         if isinstance(value, str) or not isinstance(value, Sequence):
-            raise SettingsError(f"{self.label} must be a list, not {value!r}")
+            raise SettingsError(f"{self.label} must be a list, not {shown_value(value)}")
         items = tuple(value)
         if spec.choices:
             if not items:
@@ -217,6 +221,12 @@ class Declared:
         return items if abs(total - 1) < 1e-12 else tuple(item / total for item in items)
 
 
+def shown_value(value: object) -> str:
+    """A refused value as a message quotes it: its repr, cut to a line's share."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:36]}..."
+
+
 def check_number(label: str, value: object, low: float, high: float) -> None:
     """SettingsError unless `value` is a finite int or float in [low, high] (bools are not numbers)."""
     try:
@@ -224,8 +234,7 @@ def check_number(label: str, value: object, low: float, high: float) -> None:
     except OverflowError:  # an int beyond any float
         usable = False
     if not usable:
-        shown = value if not isinstance(value, int) or abs(value) < 10**30 else f"{str(value)[:12]}..."
-        raise SettingsError(f"{label} must be a number from {format_number(low)} to {format_number(high)}, not {shown!r}")
+        raise SettingsError(f"{label} must be a number from {format_number(low)} to {format_number(high)}, not {shown_value(value)}")
 
 
 def format_number(value: float) -> str:

@@ -5,9 +5,11 @@ import sys
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
+from nst import Settings, save_png
 from nst import __main__ as cli
+from nst.provenance import CHUNK
 
 from .conftest import EXAMPLES, ROOT
 
@@ -15,6 +17,7 @@ from .conftest import EXAMPLES, ROOT
 ABSENT_GPU = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
 CONTENT = str(EXAMPLES / "chelsea.jpg")
 STYLE = str(EXAMPLES / "starry_night.jpg")
+MASK = str(EXAMPLES / "masks" / "rocket_sky.png")
 
 
 def nst(*args):
@@ -56,6 +59,10 @@ def test_cli_save_every_and_two_styles(tmp_path):
     ([CONTENT, STYLE, "--weights", "nowhere.safetensors"], "weights file not found"),
     ([CONTENT, STYLE, "--size", "big"], "argument --size: invalid int value"),
     ([CONTENT, STYLE, "--device", ABSENT_GPU], f"device '{ABSENT_GPU}' is not available here; this machine has cpu"),
+    ([EXAMPLES, STYLE], "is a folder, not an image file"),
+    ([CONTENT, STYLE, STYLE, "--mask", MASK, "--style-blend", "3", "1"], "a style blend does not apply with a mask"),
+    ([CONTENT, STYLE, "--timelapse", ROOT / "no-such-folder" / "t.webp"], "--timelapse folder does not exist"),
+    ([CONTENT, STYLE, "--timelapse", EXAMPLES], "--timelapse must end in .webp"),
 ])
 def test_cli_bad_input_gives_one_line_and_exit_code_2(tmp_path, capsys, args, message):
     # In this process, to keep the suite short; the next test runs one refusal as a real process.
@@ -72,6 +79,21 @@ def test_a_refusal_is_the_processs_only_line_on_stderr(tmp_path):
     result = nst(CONTENT, "missing.jpg", "-o", tmp_path / "out.png")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["python -m nst: error: style image: file not found: missing.jpg"]
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(tmp_path, capsys):
+    folder = tmp_path / "out.png"
+    folder.mkdir()
+    timelapse_folder = tmp_path / "t.webp"
+    timelapse_folder.mkdir()
+    for output, more, message in ((folder, [], f"output is a folder: {folder}"),
+                                  (tmp_path / "new.png", ["--timelapse", timelapse_folder], "--timelapse is a folder")):
+        with pytest.raises(SystemExit) as exit:
+            cli.main([CONTENT, STYLE, "-o", str(output), *map(str, more)])
+        assert exit.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()  # no progress bar: nothing was computed
+        assert message in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.png", "t.webp"]  # the probe left no file
 
 
 def test_cli_refuses_an_unknown_output_format(tmp_path):
@@ -96,6 +118,20 @@ def test_a_png_remembers_its_settings_and_makes_the_same_picture_again(tmp_path)
     assert other.returncode == 0 and Image.open(tmp_path / "other.png").tobytes() != Image.open(first).tobytes()
 
 
+def test_settings_from_a_picture_with_malformed_ones_are_refused_in_one_line(tmp_path, capsys):
+    for name, settings, message in (("nested.png", {"style_blend": [[1], [2]]}, "style blend must be a number from 0 to 1000000"),
+                                    ("huge.png", {"steps": 10**300}, "steps must be a whole number from 1 to 10000, not 1000")):
+        picture = tmp_path / name
+        info = PngImagePlugin.PngInfo()
+        info.add_text(CHUNK, json.dumps({"settings": settings}))
+        Image.new("RGB", (8, 8)).save(picture, pnginfo=info)
+        with pytest.raises(SystemExit) as exit:
+            cli.main([CONTENT, STYLE, "-o", str(tmp_path / "out.png"), "--settings-from", str(picture)])
+        assert exit.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{name}: its settings are not usable here: {message}" in line and len(line) < 160
+
+
 def test_settings_from_a_picture_without_them_is_refused_in_one_line(tmp_path):
     result = nst(CONTENT, STYLE, "-o", tmp_path / "out.png", "--settings-from", EXAMPLES / "chelsea.jpg")
     assert result.returncode == 2
@@ -111,7 +147,9 @@ def test_a_mask_file_says_where_the_style_goes(tmp_path):
     painted = Image.new("L", (40, 30), 0)
     painted.paste(255, (0, 0, 20, 30))
     painted.save(mask)
+    blended = tmp_path / "blended.png"  # a picture made with two styles blended: the mask leaves its blend out
+    save_png(Image.new("RGB", (8, 8)), blended, Settings(style_blend=(3, 1)))
     result = nst(CONTENT, STYLE, EXAMPLES / "graf1.jpg", "-o", tmp_path / "out.png", "--mask", mask, "--mask-feather", "4",
-                 "--size", "64", "--steps", "3")
+                 "--size", "64", "--steps", "3", "--settings-from", blended)
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "out.png").size == (64, 43)

@@ -1,6 +1,7 @@
 import math
 from dataclasses import replace
 
+import numpy
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +14,8 @@ from nst.runtime import Runtime
 from nst.schedule import EARLIER_PACE_IN_STEPS, TARGETS_IN_STEPS, estimate_seconds_left, step_cost, style_reading_side
 from nst.vgg import load_model
 from nst.weights import load_weights
+
+from .conftest import EXAMPLES
 
 FAST = Settings(size=64, steps=6, frame_interval=0.0)
 
@@ -293,10 +296,35 @@ def test_several_styles_blend_by_their_weights(content, style, second_style):
     ({"device": "cpu:1"}, "device 'cpu:1' is not available here"),
     ({"weights": "vgg16"}, "weights must be"),
     ({"style_scale": 0.0}, "style scale"),
+    ({"steps": 10**300}, r"10000, not 10{35}\.\.\.$"),  # an absurd value is quoted in part
 ])
 def test_bad_settings_name_what_is_allowed(changes, message):
     with pytest.raises(SettingsError, match=message):
         replace(Settings(), **changes).validated()
+
+
+def test_images_of_any_mode_and_files_are_taken_as_open_image_takes_them(content, style):
+    def picture(content, style):
+        return list(stylize(content, style, replace(FAST, steps=1)))[-1].image.tobytes()
+
+    reference = picture(content, style)
+    assert picture(content.convert("RGBA"), style) == reference  # opaque: flattened to the same pixels
+    assert picture(content, [style.convert("P")]) == picture(content, style.convert("P").convert("RGB"))
+    assert picture(EXAMPLES / "chelsea.jpg", str(EXAMPLES / "starry_night.jpg")) == reference
+    grey_content, grey_style = content.convert("L"), style.convert("L")
+    assert picture(grey_content, grey_style) == picture(grey_content.convert("RGB"), grey_style.convert("RGB"))
+    with pytest.raises(images.ImageError, match="content image must be a PIL image, a file path or bytes, not ndarray"):
+        next(stylize(numpy.zeros((64, 64, 3), numpy.uint8), style, FAST))
+    with pytest.raises(images.ImageError, match="is a folder, not an image file"):
+        distances(content, EXAMPLES, style)
+
+
+def test_a_mask_takes_no_style_blend(content, style, second_style):
+    mask = Image.new("L", (8, 8), 255)
+    with pytest.raises(SettingsError, match="a style blend does not apply with a mask"):
+        next(stylize(content, [style, second_style], replace(FAST, style_blend=(3, 1)), mask=mask))
+    equal = list(stylize(content, [style, second_style], replace(FAST, steps=1, style_blend=(2, 2)), mask=mask))[-1]
+    assert equal.done
 
 
 def test_tiny_and_extreme_images_are_refused_or_upscaled(style):

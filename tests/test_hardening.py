@@ -49,10 +49,10 @@ def animated_gif() -> bytes:
     return encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
 
 
-def sixteen_bit_png() -> bytes:
-    image = Image.new("I;16", (64, 48))
+def sixteen_bit(format: str = "PNG", mode: str = "I;16") -> bytes:
+    image = Image.new(mode, (64, 48))
     image.putdata([value * 20 for value in range(64 * 48)])
-    return encoded(image, "PNG")
+    return encoded(image, format)
 
 
 def palette_png() -> bytes:
@@ -66,7 +66,7 @@ WORKING = {
     "transparent.png": (encoded(Image.new("RGBA", (96, 64), (255, 0, 0, 0)), "PNG"), (64, 43)),
     "palette.png": (palette_png(), (64, 64)),
     "cmyk.jpg": (encoded(Image.new("CMYK", (96, 64), (0, 255, 255, 0)), "JPEG"), (64, 43)),
-    "sixteen-bit.png": (sixteen_bit_png(), (64, 48)),
+    "sixteen-bit.png": (sixteen_bit(), (64, 48)),
     "animated.gif": (animated_gif(), (64, 64)),
     "rotated.jpg": (exif_rotated_jpeg(), (43, 64)),
 }
@@ -118,8 +118,9 @@ def test_image_decoding_is_normalised():
     half = images.open_image(encoded(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), "PNG"))
     assert 125 <= half.getpixel((0, 0))[0] <= 130
     assert images.open_image(exif_rotated_jpeg()).size == (64, 96)
-    brightest = images.open_image(sixteen_bit_png()).getpixel((63, 47))[0]
-    assert abs(brightest - (64 * 48 - 1) * 20 * 255 / 65535) <= 1  # 16 bits scaled to 8, not clipped
+    for sixteen_bits in (sixteen_bit(), sixteen_bit("TIFF", "I;16B")):  # either byte order
+        brightest = images.open_image(sixteen_bits).getpixel((63, 47))[0]
+        assert abs(brightest - (64 * 48 - 1) * 20 * 255 / 65535) <= 1  # 16 bits scaled to 8, not clipped
     gif = Image.open(io.BytesIO(animated_gif()))
     gif.seek(0)
     assert images.open_image(animated_gif()).getpixel((0, 0)) == gif.convert("RGB").getpixel((0, 0))
