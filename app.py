@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from gradio import utils as gradio_utils
 from gradio.exceptions import InvalidPathError
 from gradio.route_utils import delete_files_created_by_app
 from PIL import Image, ImageChops
@@ -28,7 +29,7 @@ from nst import ImageError, Settings, SettingsError, WeightsError, open_image, s
 from nst.images import open_mask
 from nst.engine import warm_up
 from nst.runtime import release_freed_memory, resolve_device, reuse_freed_memory
-from nst.settings import check_number, declaration, format_number
+from nst.settings import check_number, declaration, format_number, shown_value
 from nst.timelapse import Timelapse
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -131,18 +132,51 @@ def _image(payload, what: str, decode=open_image):
     return decode(path, what)
 
 
-class Blocks(gr.Blocks):
-    """gr.Blocks whose refusal of a server path sent as a file says what to send instead.
+def _files(value) -> Iterator[dict]:
+    """The file payloads in a request's value: dicts with a path or a URL, also inside an editor's
+    value ({"background": ..., "layers": [...]}) and in lists."""
+    if isinstance(value, dict):
+        if "path" in value or "url" in value:
+            yield value
+        else:
+            for item in value.values():
+                yield from _files(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _files(item)
 
-    Gradio refuses such a path before the event's function runs, with an InvalidPathError that
-    visitors see as a bare "Error" (its message names the path, so it is not shown as it is).
+
+def _uploaded(payload: dict) -> bool:
+    """Whether a file payload names a file in Gradio's upload folder, where uploads, examples and the
+    app's own outputs lie."""
+    path = payload.get("path")
+    if not isinstance(path, str) or not path:
+        return False
+    return Path(path).resolve().is_relative_to(Path(gradio_utils.get_upload_folder()).resolve())
+
+
+class Blocks(gr.Blocks):
+    """gr.Blocks that takes files only from its upload folder, and refuses anything else a request
+    sends in place of a file with a line that says what to send.
+
+    Gradio checks the path of a file only when its payload is marked as one ("meta"): without the
+    mark, a path on the server reached the events, which read the file and sent it back as a picture
+    (or said whether it existed). Values of the wrong kind, and URLs, which Gradio would fetch, came
+    back as a bare "Error" (their messages name paths and hosts, so they are not shown as they are).
     """
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        if not explicit_call and not all(_uploaded(payload) for payload in _files(inputs)):
+            raise _refuse(f"images: {ONLY_UPLOADS}")
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:  # a ValueError too, with its own message
+            raise
         except InvalidPathError:
             raise _refuse(f"images: {ONLY_UPLOADS}") from None
+        except ValueError:  # pydantic's validation, Gradio's processing errors: a value of the wrong kind
+            raise _refuse("a value of the wrong kind: send images as files uploaded to this app (gradio_client's handle_file "
+                          "does that), and settings as client.view_api() lists them") from None
 
 
 def parse_request(content, style, second_style, mask=None, **values):
@@ -152,7 +186,7 @@ def parse_request(content, style, second_style, mask=None, **values):
     if style is None:
         raise _refuse("Add a style image (the painting to borrow from).")
     if values.get("weights", DEFAULTS.weights) not in SERVER_WEIGHTS:
-        raise _refuse(f"unknown weights {values['weights']!r}; choose one of {', '.join(SERVER_WEIGHTS)}")
+        raise _refuse(f"unknown weights {shown_value(values['weights'])}; choose one of {', '.join(SERVER_WEIGHTS)}")
     try:
         styles = [_image(style, "style image")] + ([_image(second_style, "second style image")] if second_style is not None else [])
         settings = Settings.from_values(style_count=len(styles), limits=LIMITS, **values)

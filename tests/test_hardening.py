@@ -140,17 +140,30 @@ def test_no_server_file_is_reachable(server_url):
         assert response.status_code in (403, 404), path
         assert "root:" not in response.text
     style = raw_http.upload(server_url, STYLE)
-    for content in ({"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
-                    {"path": str(ROOT / "examples" / "chelsea.jpg"), "meta": {"_type": "gradio.FileData"}},
-                    {"path": None, "url": f"{server_url}/gradio_api/info", "meta": {"_type": "gradio.FileData"}},
-                    {"path": None, "url": "http://127.0.0.1:9/secret.png", "meta": {"_type": "gradio.FileData"}}):
+    upload_folder = os.path.dirname(os.path.dirname(style["path"]))
+    server_files = [str(ROOT / "examples" / "chelsea.jpg"), "/etc/passwd", f"{upload_folder}/../../etc/hostname"]
+    marked = [{"path": path, "meta": {"_type": "gradio.FileData"}} for path in server_files]
+    unmarked = [{"path": path} for path in server_files]  # Gradio checks only the paths of marked files
+    urls = [{"path": None, "url": f"{server_url}/gradio_api/info", "meta": {"_type": "gradio.FileData"}},
+            {"path": None, "url": "http://127.0.0.1:9/secret.png", "meta": {"_type": "gradio.FileData"}},
+            {"path": "https://example.com/photo.png", "meta": {"_type": "gradio.FileData"}}]
+    for name, value in [("content", payload) for payload in marked + unmarked + urls] + [("mask", unmarked[0])]:
         event, reply = raw_http.call(server_url, "stylize",
-                                     raw_http.arguments(server_url, "stylize", content=content, style=style, size=64, steps=2))
-        assert event == "error", content
+                                     raw_http.arguments(server_url, "stylize", **{"content": style, "style": style, "size": 64,
+                                                                                  "steps": 2, name: value}))
+        assert event == "error", value
         assert "root:" not in str(reply)
         assert "uploaded to this app" in reply["error"], reply
         _no_internals(reply["error"])
-        assert content["path"] is None or content["path"] not in reply["error"]
+        assert value["path"] is None or value["path"] not in reply["error"]
+    for kind in (5, "photo.png", [1]):
+        event, reply = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", content=kind, style=style))
+        assert event == "error" and "a value of the wrong kind: send images as files uploaded to this app" in reply["error"], reply
+    # The page's own events read no server file either: the canvas shows the photo it is given.
+    canvas = next(index for index, event in enumerate(httpx.get(f"{server_url}/config").json()["dependencies"])
+                  if event.get("api_name") == "canvas")
+    response = httpx.post(f"{server_url}/gradio_api/run/predict", json={"data": [unmarked[0]], "fn_index": canvas}, timeout=30)
+    assert "uploaded to this app" in response.json()["error"], response.text
 
 
 def test_an_upload_deleted_from_the_cache_is_refused_without_its_path(server_url):
