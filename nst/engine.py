@@ -65,6 +65,8 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
         mask = images.open_mask(mask)
     if mask is not None and len(styles) > 2:
         raise ImageError("a mask takes one or two style images: the first where it is white, the second where it is black")
+    if mask is not None and len(styles) == 1 and mask.convert("L").getextrema()[1] == 0:
+        raise ImageError("the mask is black everywhere, which keeps the photo: paint in white where the style goes")
     settings = settings.validated(style_count=len(styles))
     if mask is not None and len(set(settings.style_blend)) > 1:
         raise SettingsError("a style blend does not apply with a mask: the mask says where each style goes")
@@ -240,12 +242,20 @@ def _load(content: Image.Image, styles: list[Image.Image], settings: Settings, d
                                        Image.Resampling.BICUBIC)
         content, styles = images.greyscale(content), [images.greyscale(style) for style in styles]
     content_full = images.load_tensor(content, settings.size, device, "content image")
-    style_full = [images.load_style_tensor(style, round(settings.size * settings.style_scale), device) for style in styles]
+    style_full = [images.load_style_tensor(style, round(settings.size * settings.style_scale), device, what)
+                  for style, what in zip(styles, _style_names(len(styles)), strict=True)]
     if settings.preserve_colors == "histogram":
         style_full = [images.match_histogram(style, content_full) for style in style_full]
     elif settings.preserve_colors == "luminance":
         style_full = [images.match_luminance(style, content_full) for style in style_full]
     return content_full, style_full, colour_source
+
+
+def _style_names(count: int) -> list[str]:
+    """How messages name each style image: as the app does for two, by number for more."""
+    if count <= 2:
+        return ["style image", "second style image"][:count]
+    return [f"style image {number}" for number in range(1, count + 1)]
 
 
 def _initial_image(init: str, content: Tensor, style: Tensor, seed: int) -> Tensor:

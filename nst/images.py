@@ -46,17 +46,13 @@ def open_styles(styles: ImageSource | Iterable[ImageSource]) -> list[Image.Image
 def open_mask(source: ImageSource, what: str = "mask") -> Image.Image:
     """Decode `source` into a greyscale mask: white takes the (first) style, black keeps the photo
     (or takes the second style), grey blends. An image with transparency gives its alpha channel
-    (a brush layer: painted = white), any other its brightness. An empty mask, with no white at
-    all, is refused."""
+    (a brush layer: painted = white), any other its brightness."""
     image = _decode(source, what)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         alpha = image.convert("RGBA").getchannel("A")
-        mask = alpha if alpha.getextrema()[0] < 255 else _to_rgb(image, what).convert("L")
-    else:
-        mask = _to_rgb(image, what).convert("L")
-    if mask.getextrema()[1] < 128:
-        raise ImageError(f"{what} is empty: paint in white where the style goes")
-    return mask
+        if alpha.getextrema()[0] < 255:
+            return alpha
+    return _to_rgb(image, what).convert("L")
 
 
 def _decode(source: ImageSource, what: str) -> Image.Image:

@@ -222,8 +222,9 @@ class Declared:
 
 
 def shown_value(value: object) -> str:
-    """A refused value as a message quotes it: its repr, cut to a line's share."""
-    text = repr(value)
+    """A refused value as a message quotes it: its repr (a list as sent, not the tuple it became),
+    cut to a line's share."""
+    text = repr(list(value) if isinstance(value, tuple) else value)
     return text if len(text) <= 40 else f"{text[:36]}..."
 
 

@@ -143,7 +143,7 @@ def test_a_mask_file_says_where_the_style_goes(tmp_path):
     mask = tmp_path / "mask.png"
     Image.new("L", (40, 30), 0).save(mask)
     refused = nst(CONTENT, STYLE, "-o", tmp_path / "out.png", "--mask", mask)
-    assert refused.returncode == 2 and "mask is empty" in refused.stderr
+    assert refused.returncode == 2 and "the mask is black everywhere" in refused.stderr
     painted = Image.new("L", (40, 30), 0)
     painted.paste(255, (0, 0, 20, 30))
     painted.save(mask)

@@ -297,6 +297,7 @@ def test_several_styles_blend_by_their_weights(content, style, second_style):
     ({"weights": "vgg16"}, "weights must be"),
     ({"style_scale": 0.0}, "style scale"),
     ({"steps": 10**300}, r"10000, not 10{35}\.\.\.$"),  # an absurd value is quoted in part
+    ({"size": (512,)}, r"not \[512\]$"),  # a list as it was sent
 ])
 def test_bad_settings_name_what_is_allowed(changes, message):
     with pytest.raises(SettingsError, match=message):
@@ -332,6 +333,8 @@ def test_tiny_and_extreme_images_are_refused_or_upscaled(style):
     assert list(stylize(tiny, style, replace(FAST, steps=1)))[-1].image.size == (64, 64)
     with pytest.raises(images.ImageError, match="aspect ratio"):
         next(stylize(Image.new("RGB", (4000, 10)), style, FAST))
+    with pytest.raises(images.ImageError, match="^second style image is 4000x10 px: aspect ratios beyond 8:1"):
+        next(stylize(tiny, [style, Image.new("RGB", (4000, 10))], FAST))
 
 
 def test_non_finite_loss_stops_with_the_last_good_picture(content, style, tmp_path):

@@ -62,12 +62,27 @@ def test_a_mask_of_another_size_is_resized_and_a_brush_layer_gives_its_alpha(con
     assert final.done and not final.message and final.image.size == (128, 85)
 
 
-@pytest.mark.parametrize("data, message", [(b"not an image", "mask is not a readable image"),
-                                           (Image.new("L", (40, 30), 0), "mask is empty"),
-                                           (Image.new("RGBA", (40, 30), (255, 255, 255, 0)), "mask is empty")])
-def test_an_unreadable_or_empty_mask_is_refused(data, message):
-    with pytest.raises(ImageError, match=message):
-        open_mask(data)
+def test_an_unreadable_mask_is_refused():
+    with pytest.raises(ImageError, match="mask is not a readable image"):
+        open_mask(b"not an image")
+
+
+@pytest.mark.parametrize("black", [Image.new("L", (40, 30), 0), Image.new("RGBA", (40, 30), (255, 255, 255, 0))],
+                         ids=["black", "transparent"])
+def test_a_mask_black_everywhere_is_refused_with_one_style_and_gives_the_second_with_two(content, style, second_style, black):
+    quick = replace(SETTINGS, size=64, steps=2)
+    with pytest.raises(ImageError, match="the mask is black everywhere, which keeps the photo"):
+        next(stylize(content, style, quick, mask=open_mask(black)))
+    second_everywhere = list(stylize(content, [style, second_style], quick, mask=open_mask(black)))[-1].image
+    assert second_everywhere.tobytes() == list(stylize(content, second_style, quick))[-1].image.tobytes()
+
+
+def test_a_grey_mask_paints_lightly_everywhere(content, style):
+    quick = replace(SETTINGS, size=64, steps=4)
+    full, light = (list(stylize(content, style, quick, mask=Image.new("L", (40, 30), grey)))[-1].image for grey in (255, 127))
+    change = {name: _pixel_change(picture, content.resize(picture.size), (0, 0, *picture.size))
+              for name, picture in (("full", full), ("light", light))}
+    assert 0 < change["light"] < change["full"]
 
 
 def test_a_mask_white_everywhere_gives_the_unmasked_objective(content, style):
