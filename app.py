@@ -152,7 +152,10 @@ def _uploaded(payload: dict) -> bool:
     path = payload.get("path")
     if not isinstance(path, str) or not path:
         return False
-    return Path(path).resolve().is_relative_to(Path(gradio_utils.get_upload_folder()).resolve())
+    try:
+        return Path(path).resolve().is_relative_to(Path(gradio_utils.get_upload_folder()).resolve())
+    except (OSError, ValueError):  # a NUL byte, a loop of links
+        return False
 
 
 class Blocks(gr.Blocks):

@@ -141,7 +141,7 @@ def test_no_server_file_is_reachable(server_url):
         assert "root:" not in response.text
     style = raw_http.upload(server_url, STYLE)
     upload_folder = os.path.dirname(os.path.dirname(style["path"]))
-    server_files = [str(ROOT / "examples" / "chelsea.jpg"), "/etc/passwd", f"{upload_folder}/../../etc/hostname"]
+    server_files = [str(ROOT / "examples" / "chelsea.jpg"), "/etc/passwd", f"{upload_folder}/../../etc/hostname", "/etc/\0passwd"]
     marked = [{"path": path, "meta": {"_type": "gradio.FileData"}} for path in server_files]
     unmarked = [{"path": path} for path in server_files]  # Gradio checks only the paths of marked files
     urls = [{"path": None, "url": f"{server_url}/gradio_api/info", "meta": {"_type": "gradio.FileData"}},
