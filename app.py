@@ -113,7 +113,12 @@ def choices(name: str) -> list[str]:
 
 # --- Requests: what the browser or an API client sent -> images and Settings, or gr.Error -----------
 
-ONLY_UPLOADS = "send an image file uploaded to this app (gradio_client's handle_file does that); URLs and paths on the server are refused"
+ONLY_UPLOADS = ("send an image file uploaded to this app (gradio_client's handle_file does that) or the http(s) address of a "
+                "public one; paths on the server are refused")
+NOT_FETCHED = ("could not fetch an image from its address (only public http(s) addresses are fetched); upload the file instead "
+               "(gradio_client's handle_file does that)")
+WRONG_KIND = ("a value of the wrong kind: send images as files uploaded to this app (gradio_client's handle_file does that), "
+              "and settings as client.view_api() lists them")
 
 
 def _refuse(message: str) -> gr.Error:
@@ -146,10 +151,18 @@ def _files(value) -> Iterator[dict]:
             yield from _files(item)
 
 
-def _uploaded(payload: dict) -> bool:
-    """Whether a file payload names a file in Gradio's upload folder, where uploads, examples and the
-    app's own outputs lie."""
+def _is_address(path) -> bool:
+    return isinstance(path, str) and path.startswith(("http://", "https://"))
+
+
+def _taken(payload: dict) -> bool:
+    """Whether the app takes a file payload: a file in Gradio's upload folder, where uploads, examples
+    and the app's own outputs lie, or one marked as a file at an http(s) address, which Gradio
+    fetches into that folder if its host is public (as MCP clients send images)."""
     path = payload.get("path")
+    if _is_address(path):
+        meta = payload.get("meta")
+        return isinstance(meta, dict) and meta.get("_type") == "gradio.FileData"
     if not isinstance(path, str) or not path:
         return False
     try:
@@ -159,17 +172,18 @@ def _uploaded(payload: dict) -> bool:
 
 
 class Blocks(gr.Blocks):
-    """gr.Blocks that takes files only from its upload folder, and refuses anything else a request
-    sends in place of a file with a line that says what to send.
+    """gr.Blocks that takes files only from its upload folder or from public addresses (`_taken`),
+    and refuses anything else a request sends in place of a file with a line that says what to send.
 
     Gradio checks the path of a file only when its payload is marked as one ("meta"): without the
     mark, a path on the server reached the events, which read the file and sent it back as a picture
-    (or said whether it existed). Values of the wrong kind, and URLs, which Gradio would fetch, came
+    (or said whether it existed). Values of the wrong kind, and addresses Gradio would not fetch, came
     back as a bare "Error" (their messages name paths and hosts, so they are not shown as they are).
     """
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
-        if not explicit_call and not all(_uploaded(payload) for payload in _files(inputs)):
+        files = list(_files(inputs))
+        if not explicit_call and not all(_taken(payload) for payload in files):
             raise _refuse(f"images: {ONLY_UPLOADS}")
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
@@ -177,9 +191,8 @@ class Blocks(gr.Blocks):
             raise
         except InvalidPathError:
             raise _refuse(f"images: {ONLY_UPLOADS}") from None
-        except ValueError:  # pydantic's validation, Gradio's processing errors: a value of the wrong kind
-            raise _refuse("a value of the wrong kind: send images as files uploaded to this app (gradio_client's handle_file "
-                          "does that), and settings as client.view_api() lists them") from None
+        except ValueError:  # a host Gradio refuses or cannot reach; pydantic's validation: a value of the wrong kind
+            raise _refuse(NOT_FETCHED if any(_is_address(payload.get("path")) for payload in files) else WRONG_KIND) from None
 
 
 def parse_request(content, style, second_style, mask=None, **values):
@@ -557,6 +570,9 @@ def example_rows() -> list[list]:
     return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), strength, px, painted or ""] for c, s, strength, px, painted in pairs]
 
 
+EXAMPLE_MASKS = {path.stem for path in (EXAMPLES / "masks").glob("*.png")}
+
+
 def canvas(photo: str | None, painted: str = ""):
     """The painting canvas over `photo`, and the mask: for an example with a brush layer
     (examples/masks/`painted`.png), the layer is the mask and shows in the canvas's photo. (Gradio
@@ -565,6 +581,8 @@ def canvas(photo: str | None, painted: str = ""):
         return None, None
     if not painted:
         return {"background": photo, "layers": [], "composite": None}, None
+    if painted not in EXAMPLE_MASKS:  # a name, not a path: the event is reachable over HTTP
+        raise _refuse(f"unknown example mask; the examples have {', '.join(sorted(EXAMPLE_MASKS))}")
     layer = EXAMPLES / "masks" / f"{painted}.png"
     with Image.open(photo) as image, Image.open(layer) as brush:
         brush = brush.convert("RGBA").resize(image.size)

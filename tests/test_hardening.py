@@ -146,7 +146,7 @@ def test_no_server_file_is_reachable(server_url):
     unmarked = [{"path": path} for path in server_files]  # Gradio checks only the paths of marked files
     urls = [{"path": None, "url": f"{server_url}/gradio_api/info", "meta": {"_type": "gradio.FileData"}},
             {"path": None, "url": "http://127.0.0.1:9/secret.png", "meta": {"_type": "gradio.FileData"}},
-            {"path": "https://example.com/photo.png", "meta": {"_type": "gradio.FileData"}}]
+            {"path": f"{server_url}/gradio_api/file={style['path']}"}]  # an address, but not marked as a file
     for name, value in [("content", payload) for payload in marked + unmarked + urls] + [("mask", unmarked[0])]:
         event, reply = raw_http.call(server_url, "stylize",
                                      raw_http.arguments(server_url, "stylize", **{"content": style, "style": style, "size": 64,
@@ -159,11 +159,33 @@ def test_no_server_file_is_reachable(server_url):
     for kind in (5, "photo.png", [1]):
         event, reply = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", content=kind, style=style))
         assert event == "error" and "a value of the wrong kind: send images as files uploaded to this app" in reply["error"], reply
-    # The page's own events read no server file either: the canvas shows the photo it is given.
-    canvas = next(index for index, event in enumerate(httpx.get(f"{server_url}/config").json()["dependencies"])
-                  if event.get("api_name") == "canvas")
-    response = httpx.post(f"{server_url}/gradio_api/run/predict", json={"data": [unmarked[0]], "fn_index": canvas}, timeout=30)
-    assert "uploaded to this app" in response.json()["error"], response.text
+    for address in (f"{server_url}/gradio_api/file={style['path']}", "https://example.com/photo.png"):  # private; unreachable here
+        content = {"path": address, "meta": {"_type": "gradio.FileData"}}
+        event, reply = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", content=content, style=style))
+        assert event == "error" and "could not fetch an image from its address" in reply["error"], reply
+        _no_internals(reply["error"])
+    # The page's own events read no server file either: the canvas shows the photo it is given, and
+    # an example's brush layer by its name.
+    events = {event.get("api_name"): index for index, event in enumerate(httpx.get(f"{server_url}/config").json()["dependencies"])}
+    for event, data, message in [("canvas", [unmarked[0]], "uploaded to this app"),
+                                 ("example_canvas", [style, style, 5, 64, "/etc/hostname"], "unknown example mask"),
+                                 ("example_canvas", [style, style, 5, 64, "../chelsea"], "unknown example mask")]:
+        response = httpx.post(f"{server_url}/gradio_api/run/predict", json={"data": data, "fn_index": events[event]}, timeout=30)
+        assert message in response.json()["error"], response.text
+
+
+def test_an_image_at_a_public_address_is_fetched(server_url, monkeypatch):
+    import safehttpx
+
+    async def public(hostname):  # no internet here: the server's own address stands in for a public host
+        return "127.0.0.1"
+
+    monkeypatch.setattr(safehttpx, "async_validate_url", public)
+    style = raw_http.upload(server_url, STYLE)
+    address = {"path": f"{server_url}/gradio_api/file={style['path']}", "meta": {"_type": "gradio.FileData"}}
+    event, outputs = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", content=address, style=style,
+                                                                             size=64, steps=2))
+    assert event == "complete", outputs
 
 
 def test_an_upload_deleted_from_the_cache_is_refused_without_its_path(server_url):
