@@ -134,19 +134,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _unwritable(path: Path, what: str) -> str | None:
-    """Why `path` cannot be written, or None: tried before the run, so that its minutes are not lost."""
-    if path.is_dir():
-        return f"{what} is a folder: {path}"
-    if not path.parent.is_dir():
-        return f"{what} folder does not exist: {path.parent}"
-    existed = path.exists()
+    """Why `path` cannot be written, or None: tried before the run, so that its minutes are not lost.
+    A link is tried at its target, which the picture will be written to."""
+    target = path.resolve()
     try:
-        with open(path, "ab"):  # appends nothing to a file that is there
+        if target.is_dir():
+            return f"{what} is a folder: {path}"
+        if not target.parent.is_dir():
+            return f"{what} folder does not exist: {path.parent}"
+        existed = target.exists()
+        with open(target, "ab"):  # appends nothing to a file that is there
             pass
-    except OSError as error:
+        if not existed:
+            target.unlink()
+    except OSError as error:  # no permission to look into the folder, or to write there
         return f"cannot write {what} {path}: {error.strerror or error}"
-    if not existed:
-        path.unlink()
     return None
 
 

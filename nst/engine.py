@@ -243,19 +243,12 @@ def _load(content: Image.Image, styles: list[Image.Image], settings: Settings, d
         content, styles = images.greyscale(content), [images.greyscale(style) for style in styles]
     content_full = images.load_tensor(content, settings.size, device, "content image")
     style_full = [images.load_style_tensor(style, round(settings.size * settings.style_scale), device, what)
-                  for style, what in zip(styles, _style_names(len(styles)), strict=True)]
+                  for style, what in zip(styles, images.style_names(len(styles)), strict=True)]
     if settings.preserve_colors == "histogram":
         style_full = [images.match_histogram(style, content_full) for style in style_full]
     elif settings.preserve_colors == "luminance":
         style_full = [images.match_luminance(style, content_full) for style in style_full]
     return content_full, style_full, colour_source
-
-
-def _style_names(count: int) -> list[str]:
-    """How messages name each style image: as the app does for two, by number for more."""
-    if count <= 2:
-        return ["style image", "second style image"][:count]
-    return [f"style image {number}" for number in range(1, count + 1)]
 
 
 def _initial_image(init: str, content: Tensor, style: Tensor, seed: int) -> Tensor:

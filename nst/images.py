@@ -40,7 +40,15 @@ def open_image(source: ImageSource, what: str = "image") -> Image.Image:
 def open_styles(styles: ImageSource | Iterable[ImageSource]) -> list[Image.Image]:
     """One style image or several, each as `open_image` gives it."""
     single = isinstance(styles, (Image.Image, str, os.PathLike, bytes)) or not isinstance(styles, Iterable)
-    return [open_image(style, "style image") for style in ([styles] if single else styles)]
+    styles = [styles] if single else list(styles)
+    return [open_image(style, what) for style, what in zip(styles, style_names(len(styles)), strict=True)]
+
+
+def style_names(count: int) -> list[str]:
+    """How messages name each of `count` style images: as the app does for two, by number for more."""
+    if count <= 2:
+        return ["style image", "second style image"][:count]
+    return [f"style image {number}" for number in range(1, count + 1)]
 
 
 def open_mask(source: ImageSource, what: str = "mask") -> Image.Image:

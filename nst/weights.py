@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import io
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,11 +110,12 @@ def _read_embedded() -> dict[str, Tensor]:
 
 
 def _read_hub() -> dict[str, Tensor]:
+    from huggingface_hub.utils import logging as hub_logging
+
     # huggingface_hub retries an unreachable Hub five times (about 25 s), logging two warnings a try:
     # the refusal below says it in one line.
-    hub_logger = logging.getLogger("huggingface_hub")
-    level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()
     try:
         path = _hub_file()
     except Exception as error:  # offline, no cache, hub down: all mean the same to the user
@@ -124,7 +124,7 @@ def _read_hub() -> dict[str, Tensor]:
             f"({type(error).__name__}); use 'embedded' (works offline) or a local .safetensors, .pth or .pt file"
         ) from error
     finally:
-        hub_logger.setLevel(level)
+        hub_logging.set_verbosity(verbosity)
     return _read_safetensors(Path(path), prefix="features.")
 
 

@@ -96,6 +96,14 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_run(tmp_path, ca
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.png", "t.webp"]  # the probe left no file
 
 
+def test_an_output_through_a_link_to_a_new_file_is_written_at_the_links_target(tmp_path):
+    (tmp_path / "pictures").mkdir()
+    link = tmp_path / "latest.png"
+    link.symlink_to(tmp_path / "pictures" / "first.png")
+    assert cli.main([CONTENT, STYLE, "-o", str(link), "--size", "64", "--steps", "1"]) == 0
+    assert link.is_symlink() and Image.open(tmp_path / "pictures" / "first.png").size == (64, 43)
+
+
 def test_cli_refuses_an_unknown_output_format(tmp_path):
     result = nst(CONTENT, STYLE, "-o", tmp_path / "out.gif")
     assert result.returncode == 2 and "output must end in" in result.stderr

@@ -318,6 +318,8 @@ def test_images_of_any_mode_and_files_are_taken_as_open_image_takes_them(content
         next(stylize(numpy.zeros((64, 64, 3), numpy.uint8), style, FAST))
     with pytest.raises(images.ImageError, match="is a folder, not an image file"):
         distances(content, EXAMPLES, style)
+    with pytest.raises(images.ImageError, match="^second style image: file not found: missing.jpg"):
+        next(stylize(content, [style, "missing.jpg"], FAST))
 
 
 def test_a_mask_takes_no_style_blend(content, style, second_style):

@@ -1,4 +1,5 @@
 import os
+import socket
 import socketserver
 import subprocess
 import sys
@@ -145,6 +146,22 @@ def test_imagenet_weights_come_through_the_hugging_face_cache(embedded, tmp_path
         hub.shutdown()
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "32", "")
     assert CountingHub.requests == 0
+
+
+def test_imagenet_weights_with_the_hub_unreachable_and_no_cache_are_one_line(tmp_path):
+    with socket.socket() as closed:  # a port nobody listens on: each request is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = dict(os.environ, HF_HOME=str(tmp_path), HF_ENDPOINT=f"http://127.0.0.1:{port}", PYTHONPATH=str(ROOT))
+    env.pop("HF_HUB_OFFLINE", None)
+    # huggingface_hub waits 1-8 s between its five retries; the waits are skipped here, not its warnings.
+    skip_waits = "import sys, time; time.sleep = lambda seconds: None; from nst.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", skip_waits, str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "graf1.jpg"),
+                             "-o", str(tmp_path / "out.png"), "--weights", "imagenet", "--size", "64", "--steps", "2"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "could not get the ImageNet VGG19 weights (timm/vgg19.tv_in1k)" in line
 
 
 def test_imagenet_weights_offline_without_cache_name_the_other_sources(tmp_path):
