@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from .vgg import LAYER_NAMES, POOLINGS, RELU_LAYERS
-from .weights import SOURCES, describe_sources
+from .weights import SOURCES, WEIGHT_SUFFIXES, describe_sources
 
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 DEFAULT_CONTENT_LAYER = "relu4_2"
@@ -28,7 +28,6 @@ INITS = ("content", "noise", "style")
 COLOR_MODES = ("none", "luminance", "histogram")
 PRECISIONS = ("auto", "fp32", "bf16")
 WINOGRAD = ("auto", "on", "off")
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 OTHER_LAYERS = "also conv and pool layers by name (conv4_2, pool5, ...)"
 
 

@@ -27,6 +27,10 @@ EMBEDDED = "embedded"
 IMAGENET = "imagenet"
 SOURCES = (EMBEDDED, IMAGENET)
 
+# A weights file: a state dict of vgg19().features in one of these formats.
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+LOCAL_FILE = "a local .safetensors, .pth or .pt file"
+
 CAFFE = "caffe"
 TORCHVISION = "torchvision"
 
@@ -65,7 +69,7 @@ def describe_weights(source: str) -> str:
 
 
 def describe_sources() -> str:
-    return f"'{EMBEDDED}' (offline, default), '{IMAGENET}' (Hugging Face Hub), or a local .safetensors, .pth or .pt file"
+    return f"'{EMBEDDED}' (offline, default), '{IMAGENET}' (Hugging Face Hub), or {LOCAL_FILE}"
 
 
 def load_weights(source: str = EMBEDDED) -> Weights:
@@ -75,7 +79,7 @@ def load_weights(source: str = EMBEDDED) -> Weights:
     if source == IMAGENET:
         return Weights(_check(_read_hub(), source), TORCHVISION, source)
     path = Path(source).expanduser()
-    if path.suffix not in (".safetensors", ".pth", ".pt"):
+    if path.suffix not in WEIGHT_SUFFIXES:
         raise WeightsError(f"unknown weights {source!r}: use {describe_sources()}")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {source}")
@@ -121,7 +125,7 @@ def _read_hub() -> dict[str, Tensor]:
     except Exception as error:  # offline, no cache, hub down: all mean the same to the user
         raise WeightsError(
             f"could not get the ImageNet VGG19 weights ({HUB_REPO}) from the Hugging Face Hub "
-            f"({type(error).__name__}); use 'embedded' (works offline) or a local .safetensors, .pth or .pt file"
+            f"({type(error).__name__}); use 'embedded' (works offline) or {LOCAL_FILE}"
         ) from error
     finally:
         hub_logging.set_verbosity(verbosity)
