@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from nst import Settings, SettingsError, distances, images, scale_schedule, stylize
 from nst.engine import scale_settings
 from nst.objective import Objective
-from nst.runtime import Runtime
+from nst.runtime import Runtime, resolve_precision
 from nst.schedule import EARLIER_PACE_IN_STEPS, TARGETS_IN_STEPS, estimate_seconds_left, step_cost, style_reading_side
 from nst.vgg import load_model
 from nst.weights import load_weights
@@ -249,6 +249,17 @@ def test_a_new_scales_pace_weighs_its_own_steps_against_the_scale_before():
 
     assert left(1, 0.5) == pytest.approx(19 * (EARLIER_PACE_IN_STEPS * 0.1 * dearer + 0.5) / (EARLIER_PACE_IN_STEPS + 1))
     assert left(11, 0.5) == pytest.approx(9 * (EARLIER_PACE_IN_STEPS * 0.1 * dearer + 10 * 0.5) / (EARLIER_PACE_IN_STEPS + 10))
+
+
+def test_auto_precision_is_fp32_where_onednn_may_not_use_bf16_instructions(monkeypatch):
+    # ONEDNN_MAX_CPU_ISA=AVX2 stands in for an AVX2 machine; on a CPU with AVX512-BF16 oneDNN then
+    # emulates bf16 (a 256 px step took 11 s instead of 0.1 s)
+    for limit in ("AVX2", "avx512_core"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+        assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    has_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if has_bf16 else "fp32")
 
 
 def test_frames_are_counted_apart_from_the_steps():
