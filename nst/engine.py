@@ -21,9 +21,19 @@ from .images import ImageError, ImageSource
 from .objective import Objective
 from .optimizers import make_optimizer
 from .runtime import Runtime
-from .schedule import DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, estimate_seconds_left, scale_schedule, step_cost, style_reading_side
+from .schedule import (DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, StepCurve, blended_pace, curve_so_far, estimate_seconds_left,
+                       foretelling_overhead, scale_schedule, style_reading_side)
 from .settings import OPTIMIZERS, Settings, SettingsError
 from .vgg import LAYER_INDEX, load_model
+
+
+# What the steps timed in this process say of the next run's: the curve of the last run's steps
+# (`curve_so_far`), by (device, precision, Winograd, layers ...). The first frames of a run know only
+# its first step, which also computes the targets and warms up its buffers: by that alone, the
+# seconds left at a run's first frame in a warm server were off by up to a fifth. A server's runs
+# follow each other on the same cores, so the earlier steps stand beside the first ones, as a run's
+# finished scales do for the next.
+_STEP_CURVES: dict[tuple, StepCurve] = {}
 
 
 @dataclass
@@ -80,10 +90,10 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     schedule = scale_schedule(settings.size, settings.steps, settings.multiscale, aspect)
     health = _Health(runtime.device)
     framing = _Framing()
-    # (long side, seconds a step computed) of the last finished scale; for the first scale, the pace
-    # of the last run in this process at that side, if any
+    # steps timed with these layers here: by earlier runs in this process, and by this run's finished
+    # scales ({pixels: seconds a step}, as the coarse scales' layers cost)
     pace_key = (str(runtime.device), runtime.precision, runtime.winograd, settings.content_layer, *sorted(settings.style_layers))
-    earlier = _Pace.known(pace_key, schedule[0][0], aspect)
+    earlier_runs, run_paces = _STEP_CURVES.get(pace_key, StepCurve()), {}
     last_scale_cost = 1.0 if scale_settings(settings, last_scale=False) == settings else DEEP_LAYERS_STEP_COST
     image = last_good = None
     step = last_good_step = 0
@@ -106,6 +116,10 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
         scaled_size = images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image")
         content_scaled = images.resize(content_full, scaled_size)
         mask_scaled = None if mask_full is None else F.interpolate(mask_full, size=scaled_size, mode="area")
+        pixels = scaled_size[0] * scaled_size[1]
+        layers_cost = last_scale_cost if scale_index == len(schedule) - 1 else 1.0  # the curve's steps are the coarse scales'
+        foreseen = curve_so_far(earlier_runs, run_paces).seconds(pixels)
+        foreseen = None if foreseen is None else foreseen * layers_cost
         objective = Objective(model, content_scaled, style_full, scale_settings(settings, scale_index == len(schedule) - 1),
                               runtime, mask_scaled, style_reading_side=style_reading_side(max(scaled_size), settings.size))
         if image is not None and (message := health.failure(image, step, last_good_step)):
@@ -133,6 +147,9 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
             if on_step is not None:
                 on_step(step, image.detach())
             final, now = step == settings.steps, time.perf_counter()
+            if scale_step == scale_steps:  # before the last frame, after which the consumer may ask for no more
+                run_paces[pixels] = _steady_pace(scale_started, steady_since, now, scale_steps, framing.since_steady) / layers_cost
+                _STEP_CURVES[pace_key] = curve_so_far(earlier_runs, run_paces)
             if not final and now - last_frame < settings.frame_interval:
                 continue
             last_frame = now
@@ -140,13 +157,13 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
                 yield frame(last_good, True, message)
                 return
             last_good, last_good_step = image.detach().clone(), step
-            pace = _steady_pace(scale_started, steady_since, now, scale_step, framing.since_steady)
+            pace = blended_pace(_steady_pace(scale_started, steady_since, now, scale_step, framing.since_steady), scale_step, foreseen)
+            # this scale's pace joins what foretells the sizes to come once it has a step after its first
+            overhead = foretelling_overhead(earlier_runs, {**run_paces, pixels: pace / layers_cost} if scale_step > 1 else run_paces)
             yield frame(last_good, final, seconds_left=estimate_seconds_left(
-                schedule, scale_index, scale_step, pace, aspect, earlier, framing.mean(), settings.frame_interval,
+                schedule, scale_index, scale_step, pace, aspect, overhead, framing.mean(), settings.frame_interval,
                 last_scale_cost))
             framing.add(time.perf_counter() - now)
-        earlier = side, _steady_pace(scale_started, steady_since, time.perf_counter(), scale_steps, framing.since_steady)
-        _Pace.remember(pace_key, *earlier, aspect)
 
 
 def scale_settings(settings: Settings, last_scale: bool) -> Settings:
@@ -169,25 +186,6 @@ def _steady_pace(scale_started: float, steady_since: float, now: float, steps_do
     """Seconds a step of a scale computes, after its first step (which also warms up its buffers),
     leaving out the `framing` seconds spent on frames since then."""
     return (now - steady_since - framing) / (steps_done - 1) if steps_done > 1 else now - scale_started
-
-
-class _Pace:
-    """What a step cost at each side in the last run in this process, per unit of `step_cost`. The
-    first frames of a run know only its first step, which also computes the targets and warms up
-    its buffers: by that alone, the seconds left at a run's first frame in a warm server were off
-    by up to a fifth. A server's runs follow each other on the same cores, so the last one's pace
-    stands beside the first steps', as a finished coarser scale does for a finer one."""
-
-    per_cost: dict[tuple, float] = {}  # by (device, precision, Winograd, layers, ..., side)
-
-    @classmethod
-    def remember(cls, key: tuple, side: int, pace: float, aspect: float) -> None:
-        cls.per_cost[(*key, side)] = pace / step_cost(side, aspect)
-
-    @classmethod
-    def known(cls, key: tuple, side: int, aspect: float) -> tuple[int, float] | None:
-        per_cost = cls.per_cost.get((*key, side))
-        return None if per_cost is None else (side, per_cost * step_cost(side, aspect))
 
 
 class _Framing:
@@ -289,11 +287,13 @@ def _closure(optimizer, objective: Objective, image: Tensor, values: dict[str, T
 def warm_up(settings: Settings = Settings()) -> None:
     """Load the network, its Winograd filters and the optimisers' code now (the first torch optimiser
     made in a process imports torch._dynamo), so that the first request starts at full speed, and
-    time a few steps at the coarsest scale, so that its first frames foresee the time left."""
+    time a few steps at the coarsest scale and at twice its side, so that its first frames foresee
+    the time left: how long a step takes, and how much dearer a larger one is on this machine."""
     settings = settings.validated()
     for name in OPTIMIZERS:
         make_optimizer(name, torch.zeros(1, requires_grad=True))
     # 3:2, the commonest photo's shape; what it shows costs nothing more
-    picture = Image.effect_noise((MIN_SCALE_SIDE, MIN_SCALE_SIDE * 2 // 3), 64).convert("RGB")
-    for _ in stylize(picture, picture, replace(settings, size=MIN_SCALE_SIDE, steps=4, multiscale=False, frame_interval=3600)):
+    side = 2 * MIN_SCALE_SIDE
+    picture = Image.effect_noise((side, side * 2 // 3), 64).convert("RGB")
+    for _ in stylize(picture, picture, replace(settings, size=side, steps=8, multiscale=True, frame_interval=3600)):
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 MIN_SCALE_SIDE = 128
 # ... and the coarsest scale's short side at least this: a 6:1 picture starts at 384x64, not 128x21.
@@ -11,20 +12,23 @@ MIN_SCALE_SHORT_SIDE = 64
 # as much: so each scale takes about half the time of the next, and the finest most of the run.
 SCALE_SHARE_RATIO = 2
 # A step computes in about a + b * pixels * (1 + pixels / STEP_CACHE_PIXELS) seconds: a fixed part, taken
-# to be the cost of STEP_OVERHEAD_PIXELS, and a part per pixel that grows once the activations outgrow
-# the caches. Steps timed on two AVX2 cores, 3:2 pictures, as multiples of a 128 px step: through the
-# Python API 1.9, 2.3, 4.5 and 9.3 at 222, 256, 384 and 512 px; in the app, whose server threads add
-# a share to every step, less (512 px steps about 3.2 times 256 px ones, against 4.0). This gives 1.9,
-# 2.35, 4.8 and 8.7, between the two.
+# to be the cost of some pixels (the overhead), and a part per pixel that grows once the activations
+# outgrow the caches. The overhead is the machine's: steps of the coarse scales' layers, 3:2 pictures,
+# as multiples of a 128 px step, were 2.3 and 9.3 at 256 and 512 px on two AVX2 cores (an overhead of
+# about 16,000 pixels), and 3.3 and 14.0 on two cores of an AVX-512 CPU with bf16 (about 4,500), where
+# the fixed guess foretold the time left at 0.75-0.79 of the truth. So it is fitted to the steps timed
+# in the process (`curve_so_far`), and STEP_OVERHEAD_PIXELS stands in until two sizes twice apart
+# or more have been timed. The overhead is kept within 0 and MAX_OVERHEAD_PIXELS: a fit to noisy
+# paces can put it anywhere.
 STEP_OVERHEAD_PIXELS = 15_000
+MAX_OVERHEAD_PIXELS = 60_000
 STEP_CACHE_PIXELS = 800_000
 # Computing a scale's targets (the photo's and the painting's features, no gradient) and its first,
 # slower step cost about this many of its steps more.
 TARGETS_IN_STEPS = 0.9
-# A new scale's pace is judged from its own steps and from the scale before it, whose pace counts as
-# this many of the new scale's steps: a step's cost grows with its pixels differently from machine to
-# machine and from CLI to app (1.7 to 2.6 times from one scale to the next here), and one step of
-# the new scale is as noisy, so each alone missed by up to a fifth.
+# A scale's pace is judged from its own steps and from what the steps timed before it foresee
+# (`StepCurve`), which counts as this many of the scale's steps: the curve misses a size it has not
+# timed by up to a tenth, and one step of a new scale is noisier, so each alone missed by up to a fifth.
 EARLIER_PACE_IN_STEPS = 2
 # A step of the last scale also computes the deep style layers that the coarser scales leave out
 # (nst.engine.scale_settings): in the app at 384 px, on two AVX2 cores, the time left that the coarser
@@ -64,40 +68,104 @@ def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0)
     return [(side, n) for side, n in zip(sides, counts) if n > 0]
 
 
-def step_cost(long_side: int, aspect: float = 1.0) -> float:
-    """What a step costs at a long side, in pixels of the per-pixel part at small sizes."""
-    pixels = long_side * long_side / aspect
-    return STEP_OVERHEAD_PIXELS + pixels * (1 + pixels / STEP_CACHE_PIXELS)
+def step_cost(pixels: float, overhead_pixels: float = STEP_OVERHEAD_PIXELS) -> float:
+    """What a step of a picture of `pixels` costs, in pixels of the per-pixel part at small sizes."""
+    return overhead_pixels + pixels * (1 + pixels / STEP_CACHE_PIXELS)
+
+
+def scale_pixels(long_side: int, aspect: float = 1.0) -> float:
+    return long_side * long_side / aspect
+
+
+@dataclass(frozen=True)
+class StepCurve:
+    """Seconds a step of the coarse scales' layers computes at each size on this machine:
+    `unit * step_cost(pixels, overhead_pixels)` (`unit` None while no step has been timed)."""
+
+    overhead_pixels: float = STEP_OVERHEAD_PIXELS
+    unit: float | None = None
+
+    @classmethod
+    def fitted(cls, paces: dict[float, float], overhead_pixels: float | None = None) -> StepCurve:
+        """The curve through `paces` {pixels: seconds a step} by least squares. Its overhead is fitted
+        too where none is given and the paces span sizes (`spans_sizes`), else STEP_OVERHEAD_PIXELS."""
+        if overhead_pixels is None:
+            overhead_pixels = STEP_OVERHEAD_PIXELS
+            if spans_sizes(paces):
+                xs, ys = [step_cost(size, 0) for size in paces], list(paces.values())
+                mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+                slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+                if slope > 0:
+                    overhead_pixels = min(max((mean_y - slope * mean_x) / slope, 0.0), MAX_OVERHEAD_PIXELS)
+        if not paces:
+            return cls(overhead_pixels)
+        costs = {size: step_cost(size, overhead_pixels) for size in paces}
+        unit = sum(costs[size] * seconds for size, seconds in paces.items()) / sum(cost * cost for cost in costs.values())
+        return cls(overhead_pixels, unit)
+
+    def seconds(self, pixels: float) -> float | None:
+        return None if self.unit is None else self.unit * step_cost(pixels, self.overhead_pixels)
+
+
+def spans_sizes(paces: dict[float, float]) -> bool:
+    """Whether paces were timed at sizes far enough apart to tell the overhead: twice the pixels or more."""
+    return len(paces) >= 2 and max(paces) >= 2 * min(paces)
+
+
+def foretelling_overhead(earlier_runs: StepCurve, this_run: dict[float, float]) -> float:
+    """The overhead that foretells a run's sizes to come from the steps it has timed, `this_run`
+    {pixels: seconds a step}, the scale under way last: fitted to them once they span sizes. Before
+    that, what the latest takes beyond the earlier runs' steps at its size is taken to be a fixed
+    cost per step: the app's steps took 8 to 10 ms longer than the same steps timed before it served,
+    at 128 px as at 222 px (1.4 and 1.2 times as long), on an AVX-512 machine whose steps took 21 and
+    56 ms there."""
+    if spans_sizes(this_run):
+        return StepCurve.fitted(this_run).overhead_pixels
+    if earlier_runs.unit is None or not this_run:
+        return earlier_runs.overhead_pixels
+    pixels, seconds = list(this_run.items())[-1]
+    excess = (seconds - earlier_runs.seconds(pixels)) / earlier_runs.unit
+    return min(max(earlier_runs.overhead_pixels + excess, 0.0), MAX_OVERHEAD_PIXELS)
+
+
+def curve_so_far(earlier_runs: StepCurve, this_run: dict[float, float]) -> StepCurve:
+    """The curve that the earlier runs and this run's steps (`this_run`) give: through this run's
+    steps, with the overhead that foretells its sizes to come."""
+    if not this_run:
+        return earlier_runs
+    return StepCurve.fitted(this_run, foretelling_overhead(earlier_runs, this_run))
+
+
+def blended_pace(own: float, scale_step: int, foreseen: float | None) -> float:
+    """The pace of a scale's steps: its own (`own`, `scale_step` steps in), and the pace the steps
+    timed before it foresee, which counts as EARLIER_PACE_IN_STEPS steps."""
+    if foreseen is None:
+        return own
+    own_steps = max(scale_step - 1, 1)  # the first step is left out of the pace once there are more
+    return (EARLIER_PACE_IN_STEPS * foreseen + own_steps * own) / (EARLIER_PACE_IN_STEPS + own_steps)
 
 
 def estimate_seconds_left(schedule: list[tuple[int, int]], scale_index: int, scale_step: int, pace: float,
-                          aspect: float = 1.0, earlier: tuple[int, float] | None = None, frame_seconds: float = 0.0,
+                          aspect: float = 1.0, overhead_pixels: float = STEP_OVERHEAD_PIXELS, frame_seconds: float = 0.0,
                           frame_interval: float = 0.0, last_scale_cost: float = 1.0) -> float:
     """Estimated seconds to the end of `schedule`, `scale_step` steps into a scale whose steps compute
-    in `pace` seconds, for a picture whose long side is `aspect` times its short side. `earlier` is
-    (long side, seconds a step computed) of the scale before, if any (see EARLIER_PACE_IN_STEPS).
-    A step of the last scale costs `last_scale_cost` times what its size alone says.
+    in `pace` seconds, for a picture whose long side is `aspect` times its short side, on a machine
+    whose steps cost `step_cost(pixels, overhead_pixels)`. A step of the last scale costs
+    `last_scale_cost` times what its size alone says.
 
     Frames are counted apart from the steps: each costs `frame_seconds` (making it and the consumer's
     work before the next step), and they come every step, or every `frame_interval` seconds when
     steps are quicker. At small scales the frames' share of the time is larger than at large ones,
     so a pace that held them would make finer scales look too dear.
     """
-    side, steps = schedule[scale_index]
+    steps = schedule[scale_index][1]
     last = len(schedule) - 1
 
     def cost(index: int) -> float:
-        return step_cost(schedule[index][0], aspect) * (last_scale_cost if index == last else 1.0)
-
-    current = cost(scale_index)
-    if earlier is not None:
-        # the scale before, or for the first scale a run's first scale before it: of the same kind
-        earlier_cost = step_cost(earlier[0], aspect) * (last_scale_cost if scale_index == last == 0 else 1.0)
-        own_steps = max(scale_step - 1, 1)  # the first step is left out of the pace once there are more
-        pace = (EARLIER_PACE_IN_STEPS * earlier[1] * current / earlier_cost + own_steps * pace) / (EARLIER_PACE_IN_STEPS + own_steps)
+        return step_cost(scale_pixels(schedule[index][0], aspect), overhead_pixels) * (last_scale_cost if index == last else 1.0)
 
     def compute(index: int) -> float:
-        return pace * cost(index) / current
+        return pace * cost(index) / cost(scale_index)
 
     def wall(seconds: float) -> float:
         """A step's seconds with its share of the frames."""

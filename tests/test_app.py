@@ -237,13 +237,16 @@ def test_time_left_tracks_the_truth_from_the_first_frame(client):
     # the server's warm-up or last run, and must foresee how much dearer the finer scales' steps are
     # on this machine. In 8 runs here, two in each of 4 fresh servers, every frame came within 0.81-1.12
     # of the truth; before the warm-up and the last run's pace counted, first frames reached 1.21.
-    # A run's pace drifts by a tenth now and then.
+    # A run's pace drifts by a tenth now and then. On an AVX-512 machine with bf16 the run takes 4.5 s,
+    # and finer steps cost more against coarse ones than on AVX2: a fixed guess of how much more
+    # foretold 0.75-0.79 of the truth.
     progress = [output[2] for output in client.submit(**pair(), size=384, steps=60, api_name="/stylize")]
     end = progress[-1]["elapsed"]
     ratios = {}
     for frame in progress:
         left = end - frame["elapsed"]
-        if not frame["done"] and left >= 3:  # below 3 s, one step's jitter is most of what is left
+        # with less left, one step's jitter is most of it: 3 s, or a quarter of a quick run
+        if not frame["done"] and left >= min(3, end / 4):
             ratios[frame["step"]] = frame["seconds_left"] / left
     assert len(ratios) >= 5 and min(ratios) == 1, progress
     assert all(abs(ratio - 1) <= 0.25 for ratio in ratios.values()), ratios

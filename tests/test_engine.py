@@ -11,7 +11,8 @@ from nst import Settings, SettingsError, distances, images, scale_schedule, styl
 from nst.engine import scale_settings
 from nst.objective import Objective
 from nst.runtime import Runtime, resolve_precision
-from nst.schedule import EARLIER_PACE_IN_STEPS, TARGETS_IN_STEPS, estimate_seconds_left, step_cost, style_reading_side
+from nst.schedule import (EARLIER_PACE_IN_STEPS, STEP_OVERHEAD_PIXELS, TARGETS_IN_STEPS, StepCurve, blended_pace, curve_so_far,
+                          estimate_seconds_left, foretelling_overhead, scale_pixels, step_cost, style_reading_side)
 from nst.vgg import load_model
 from nst.weights import load_weights
 
@@ -230,25 +231,58 @@ def test_a_narrow_style_image_is_enlarged_at_coarse_scales(content, style, box):
 def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
     # 0.1 s a step at 128 px, 10 steps in: 5 more there take 0.5 s; a 256 px step costs 0.1 s times the
     # step_cost ratio (more than 1, less than the 4 of the pixels); the 256 px targets cost TARGETS_IN_STEPS steps.
-    dearer = step_cost(256) / step_cost(128)
+    dearer = step_cost(scale_pixels(256)) / step_cost(scale_pixels(128))
     assert 1 < dearer < 4
     assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 0.1) == pytest.approx(0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer)
     assert estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 0.6) == 0
     # the last scale's steps also compute the deep style layers the coarser ones leave out
     assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 0.1, last_scale_cost=1.3) == pytest.approx(
         0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer * 1.3)
+    # with no fixed part to a step, a 256 px step costs four 128 px ones and a little more (the caches)
+    no_overhead = estimate_seconds_left([(128, 15), (256, 5)], 0, 15, 0.1, overhead_pixels=0)
+    assert 4 * 5.9 * 0.1 < no_overhead < 4.5 * 5.9 * 0.1
 
 
-def test_a_new_scales_pace_weighs_its_own_steps_against_the_scale_before():
-    # 0.1 s a step at 128 px predicts 0.1 * dearer at 256 px; one step there took 0.5 s. The earlier
-    # scale counts as EARLIER_PACE_IN_STEPS steps, so ten steps in, the scale's own pace outweighs it.
-    dearer = step_cost(256) / step_cost(128)
+def test_the_step_curve_is_fitted_to_the_steps_timed():
+    # steps timed on a machine whose steps have a fixed part of 4,500 pixels (an AVX-512 machine with
+    # bf16; two AVX2 cores had about 15,000) give that part back, and what it says for 512 px
+    truth = StepCurve(overhead_pixels=4_500, unit=2e-6)
+    sizes = [scale_pixels(side, 1.5) for side in (128, 256)]
+    curve = StepCurve.fitted({pixels: truth.seconds(pixels) for pixels in sizes})
+    assert curve.overhead_pixels == pytest.approx(4_500)
+    assert curve.seconds(scale_pixels(512, 1.5)) == pytest.approx(truth.seconds(scale_pixels(512, 1.5)))
+    # sizes too close together to tell the fixed part, or none: the stand-in
+    assert StepCurve.fitted({sizes[0]: 0.02, sizes[0] * 1.5: 0.03}).overhead_pixels == STEP_OVERHEAD_PIXELS
+    assert StepCurve.fitted({}).seconds(sizes[0]) is None
 
-    def left(scale_step, pace):
-        return estimate_seconds_left([(128, 10), (256, 20)], 1, scale_step, pace, earlier=(128, 0.1))
 
-    assert left(1, 0.5) == pytest.approx(19 * (EARLIER_PACE_IN_STEPS * 0.1 * dearer + 0.5) / (EARLIER_PACE_IN_STEPS + 1))
-    assert left(11, 0.5) == pytest.approx(9 * (EARLIER_PACE_IN_STEPS * 0.1 * dearer + 10 * 0.5) / (EARLIER_PACE_IN_STEPS + 10))
+def test_a_scales_pace_weighs_its_own_steps_against_the_steps_timed_before():
+    # 0.1 s foreseen, 0.5 s measured: the foreseen counts as EARLIER_PACE_IN_STEPS steps, so ten steps
+    # in, the scale's own pace outweighs it; with nothing foreseen, its own pace alone
+    assert blended_pace(0.5, 2, 0.1) == pytest.approx((EARLIER_PACE_IN_STEPS * 0.1 + 0.5) / (EARLIER_PACE_IN_STEPS + 1))
+    assert blended_pace(0.5, 11, 0.1) == pytest.approx((EARLIER_PACE_IN_STEPS * 0.1 + 10 * 0.5) / (EARLIER_PACE_IN_STEPS + 10))
+    assert blended_pace(0.5, 3, None) == 0.5
+
+
+def test_what_foretells_a_runs_next_sizes():
+    small, middle, large = (scale_pixels(side, 1.5) for side in (128, 256, 512))
+    earlier_runs = StepCurve.fitted({small: 0.02, middle: 0.07})
+    unit = earlier_runs.unit
+    # a run's first scale is foreseen by the earlier runs; once its steps span sizes, they alone tell
+    # how much dearer the next is
+    assert curve_so_far(earlier_runs, {}) is earlier_runs
+    this_run = {small: 0.03, middle: 0.075}
+    assert foretelling_overhead(earlier_runs, this_run) == StepCurve.fitted(this_run).overhead_pixels
+    assert curve_so_far(earlier_runs, this_run) == StepCurve.fitted(this_run)
+    # before that, what its steps take beyond the earlier runs' is a fixed part of each step: the
+    # curve goes through its step, and larger steps take that much more only
+    slower = {small: 0.02 + 5_000 * unit}
+    assert foretelling_overhead(earlier_runs, slower) == pytest.approx(earlier_runs.overhead_pixels + 5_000)
+    assert curve_so_far(earlier_runs, slower).seconds(small) == pytest.approx(slower[small])
+    assert curve_so_far(earlier_runs, slower).seconds(large) == pytest.approx(earlier_runs.seconds(large) + 5_000 * unit)
+    assert foretelling_overhead(earlier_runs, {}) == earlier_runs.overhead_pixels
+    assert foretelling_overhead(StepCurve(), {small: 0.02}) == STEP_OVERHEAD_PIXELS
+    assert foretelling_overhead(earlier_runs, {large: 1e-6}) == 0
 
 
 def test_auto_precision_is_fp32_where_onednn_may_not_use_bf16_instructions(monkeypatch):
