@@ -249,13 +249,16 @@ def test_a_dropped_connection_frees_the_worker(server_url):
 
 
 def test_cancelling_running_and_waiting_jobs_frees_the_worker(server_url):
-    client = Client(server_url, verbose=False)
+    # Two visitors: Gradio cancels by session, so one client's cancel of its waiting job would cancel
+    # its running one too, and the queue could start the waiting job before removing it (the cancel
+    # then waited up to 40 s for the run to pause between frames, on a machine with quick steps).
+    client, other = Client(server_url, verbose=False), Client(server_url, verbose=False)
     pair = {"content": handle_file(str(EXAMPLES / "chelsea.jpg")), "style": handle_file(str(STYLE))}
     running = client.submit(**pair, steps=1000, size=128, api_name="/stylize")
     deadline = time.time() + 60
     while not running.outputs() and time.time() < deadline:
         time.sleep(0.1)
-    waiting = client.submit(**pair, steps=1000, size=128, api_name="/stylize")
+    waiting = other.submit(**pair, steps=1000, size=128, api_name="/stylize")
     assert engine_is_busy()
     waiting.cancel()
     running.cancel()
