@@ -21,16 +21,16 @@ from .images import ImageError, ImageSource
 from .objective import Objective
 from .optimizers import make_optimizer
 from .runtime import Runtime
-from .schedule import (DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, StepCurve, blended_pace, curve_so_far, estimate_seconds_left,
-                       foretelling_overhead, scale_schedule, style_reading_side)
+from .schedule import (DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, StepCurve, blended_pace, curve_for_next_runs, curve_so_far,
+                       estimate_seconds_left, foretelling_overhead, scale_schedule, style_reading_side)
 from .settings import OPTIMIZERS, Settings, SettingsError
 from .vgg import LAYER_INDEX, load_model
 
 
 # What the steps timed in this process say of the next run's: the curve of the last run's steps
-# (`curve_so_far`), by (device, precision, Winograd, layers ...). The first frames of a run know only
-# its first step, which also computes the targets and warms up its buffers: by that alone, the
-# seconds left at a run's first frame in a warm server were off by up to a fifth. A server's runs
+# (`curve_for_next_runs`), by (device, precision, Winograd, layers ...). The first frames of a run
+# know only its first step, which also computes the targets and warms up its buffers: by that alone,
+# the seconds left at a run's first frame in a warm server were off by up to a fifth. A server's runs
 # follow each other on the same cores, so the earlier steps stand beside the first ones, as a run's
 # finished scales do for the next.
 _STEP_CURVES: dict[tuple, StepCurve] = {}
@@ -147,9 +147,11 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
             if on_step is not None:
                 on_step(step, image.detach())
             final, now = step == settings.steps, time.perf_counter()
-            if scale_step == scale_steps:  # before the last frame, after which the consumer may ask for no more
+            # kept before the last frame, after which the consumer may ask for no more; a scale of one
+            # step has no pace apart from its targets
+            if scale_step == scale_steps > 1:
                 run_paces[pixels] = _steady_pace(scale_started, steady_since, now, scale_steps, framing.since_steady) / layers_cost
-                _STEP_CURVES[pace_key] = curve_so_far(earlier_runs, run_paces)
+                _STEP_CURVES[pace_key] = curve_for_next_runs(earlier_runs, run_paces, pixels if layers_cost != 1 else None)
             if not final and now - last_frame < settings.frame_interval:
                 continue
             last_frame = now
@@ -287,13 +289,19 @@ def _closure(optimizer, objective: Objective, image: Tensor, values: dict[str, T
 def warm_up(settings: Settings = Settings()) -> None:
     """Load the network, its Winograd filters and the optimisers' code now (the first torch optimiser
     made in a process imports torch._dynamo), so that the first request starts at full speed, and
-    time a few steps at the coarsest scale and at twice its side, so that its first frames foresee
-    the time left: how long a step takes, and how much dearer a larger one is on this machine."""
+    time a few steps at the two coarse scales of a 384 px run (128 and 222 px), so that its first
+    frames foresee the time left: how long a step takes, and how much dearer a larger one is on this
+    machine. Both compute the coarse scales' layers, as `StepCurve` counts; a last scale's steps also
+    compute the deep ones, which DEEP_LAYERS_STEP_COST only guesses. It stops at the last scale's
+    first frame."""
     settings = settings.validated()
     for name in OPTIMIZERS:
         make_optimizer(name, torch.zeros(1, requires_grad=True))
     # 3:2, the commonest photo's shape; what it shows costs nothing more
-    side = 2 * MIN_SCALE_SIDE
+    side = 3 * MIN_SCALE_SIDE
     picture = Image.effect_noise((side, side * 2 // 3), 64).convert("RGB")
-    for _ in stylize(picture, picture, replace(settings, size=side, steps=8, multiscale=True, frame_interval=3600)):
-        pass
+    frames = stylize(picture, picture, replace(settings, size=side, steps=11, multiscale=True, frame_interval=0))
+    for frame in frames:
+        if max(frame.size) == side:
+            frames.close()
+            break

@@ -15,10 +15,10 @@ SCALE_SHARE_RATIO = 2
 # to be the cost of some pixels (the overhead), and a part per pixel that grows once the activations
 # outgrow the caches. The overhead is the machine's: steps of the coarse scales' layers, 3:2 pictures,
 # as multiples of a 128 px step, were 2.3 and 9.3 at 256 and 512 px on two AVX2 cores (an overhead of
-# about 16,000 pixels), and 3.3 and 14.0 on two cores of an AVX-512 CPU with bf16 (about 4,500), where
-# the fixed guess foretold the time left at 0.75-0.79 of the truth. So it is fitted to the steps timed
-# in the process (`curve_so_far`), and STEP_OVERHEAD_PIXELS stands in until two sizes twice apart
-# or more have been timed. The overhead is kept within 0 and MAX_OVERHEAD_PIXELS: a fit to noisy
+# about 13,000 to 16,000 pixels), and 3.3 and 14.0 on two cores of an AVX-512 CPU with bf16 (about
+# 4,500), where the fixed guess foretold the time left at 0.75-0.79 of the truth. So it is fitted to
+# the steps timed in the process (`fitted_overhead`), and STEP_OVERHEAD_PIXELS stands in until two
+# sizes twice apart or more have been timed. The overhead is kept within 0 and MAX_OVERHEAD_PIXELS: a fit to noisy
 # paces can put it anywhere.
 STEP_OVERHEAD_PIXELS = 15_000
 MAX_OVERHEAD_PIXELS = 60_000
@@ -86,41 +86,44 @@ class StepCurve:
     unit: float | None = None
 
     @classmethod
-    def fitted(cls, paces: dict[float, float], overhead_pixels: float | None = None) -> StepCurve:
-        """The curve through `paces` {pixels: seconds a step} by least squares. Its overhead is fitted
-        too where none is given and the paces span sizes (`spans_sizes`), else STEP_OVERHEAD_PIXELS."""
-        if overhead_pixels is None:
-            overhead_pixels = STEP_OVERHEAD_PIXELS
-            if spans_sizes(paces):
-                xs, ys = [step_cost(size, 0) for size in paces], list(paces.values())
-                mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-                slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
-                if slope > 0:
-                    overhead_pixels = min(max((mean_y - slope * mean_x) / slope, 0.0), MAX_OVERHEAD_PIXELS)
+    def through(cls, paces: dict[float, float], overhead_pixels: float) -> StepCurve:
+        """The curve with this overhead nearest to `paces` {pixels: seconds a step}, each by its
+        relative error (so that a small size's steps count as much as a large one's)."""
         if not paces:
             return cls(overhead_pixels)
-        costs = {size: step_cost(size, overhead_pixels) for size in paces}
-        unit = sum(costs[size] * seconds for size, seconds in paces.items()) / sum(cost * cost for cost in costs.values())
-        return cls(overhead_pixels, unit)
+        ratios = [step_cost(pixels, overhead_pixels) / seconds for pixels, seconds in paces.items()]
+        return cls(overhead_pixels, sum(ratios) / sum(ratio * ratio for ratio in ratios))
 
     def seconds(self, pixels: float) -> float | None:
         return None if self.unit is None else self.unit * step_cost(pixels, self.overhead_pixels)
 
 
-def spans_sizes(paces: dict[float, float]) -> bool:
-    """Whether paces were timed at sizes far enough apart to tell the overhead: twice the pixels or more."""
-    return len(paces) >= 2 and max(paces) >= 2 * min(paces)
+def fitted_overhead(paces: dict[float, float]) -> float | None:
+    """The overhead that fits `paces` {pixels: seconds a step} best, each by its relative error, where
+    they were timed at sizes twice the pixels apart or more and the larger took longer; else None."""
+    if len(paces) < 2 or max(paces) < 2 * min(paces):
+        return None
+    # seconds = a + b * pixels * (1 + ...) by least squares weighted 1 / seconds^2; the overhead is a / b
+    weights = {pixels: 1 / (seconds * seconds) for pixels, seconds in paces.items()}
+    total = sum(weights.values())
+    mean_x = sum(weights[pixels] * step_cost(pixels, 0) for pixels in paces) / total
+    mean_y = sum(weights[pixels] * seconds for pixels, seconds in paces.items()) / total
+    spread = sum(weights[pixels] * (step_cost(pixels, 0) - mean_x) ** 2 for pixels in paces)
+    slope = sum(weights[pixels] * (step_cost(pixels, 0) - mean_x) * (seconds - mean_y) for pixels, seconds in paces.items()) / spread
+    if slope <= 0:
+        return None
+    return min(max((mean_y - slope * mean_x) / slope, 0.0), MAX_OVERHEAD_PIXELS)
 
 
 def foretelling_overhead(earlier_runs: StepCurve, this_run: dict[float, float]) -> float:
     """The overhead that foretells a run's sizes to come from the steps it has timed, `this_run`
-    {pixels: seconds a step}, the scale under way last: fitted to them once they span sizes. Before
-    that, what the latest takes beyond the earlier runs' steps at its size is taken to be a fixed
-    cost per step: the app's steps took 8 to 10 ms longer than the same steps timed before it served,
-    at 128 px as at 222 px (1.4 and 1.2 times as long), on an AVX-512 machine whose steps took 21 and
+    {pixels: seconds a step}, the scale under way last: fitted to them where they span sizes. Else
+    what the latest takes beyond the earlier runs' steps at its size is taken to be a fixed cost per
+    step: the app's steps took 8 to 10 ms longer than the same steps timed before it served, at
+    128 px as at 222 px (1.4 and 1.2 times as long), on an AVX-512 machine whose steps took 21 and
     56 ms there."""
-    if spans_sizes(this_run):
-        return StepCurve.fitted(this_run).overhead_pixels
+    if (fitted := fitted_overhead(this_run)) is not None:
+        return fitted
     if earlier_runs.unit is None or not this_run:
         return earlier_runs.overhead_pixels
     pixels, seconds = list(this_run.items())[-1]
@@ -129,11 +132,27 @@ def foretelling_overhead(earlier_runs: StepCurve, this_run: dict[float, float]) 
 
 
 def curve_so_far(earlier_runs: StepCurve, this_run: dict[float, float]) -> StepCurve:
-    """The curve that the earlier runs and this run's steps (`this_run`) give: through this run's
-    steps, with the overhead that foretells its sizes to come."""
+    """What foresees the rest of a run: the curve through its steps (`this_run`), with the overhead
+    that foretells its sizes to come; before it has timed any, the earlier runs'."""
     if not this_run:
         return earlier_runs
-    return StepCurve.fitted(this_run, foretelling_overhead(earlier_runs, this_run))
+    return StepCurve.through(this_run, foretelling_overhead(earlier_runs, this_run))
+
+
+def curve_for_next_runs(earlier_runs: StepCurve, this_run: dict[float, float], deep_pixels: float | None = None) -> StepCurve:
+    """What a run's steps (`this_run`) tell the runs after it: the curve through them, with the
+    overhead that foretold its sizes (`foretelling_overhead`). `deep_pixels`: the size whose steps
+    also computed the deep style layers, their seconds divided by DEEP_LAYERS_STEP_COST, a guess;
+    left out of the overhead's fit where the others span sizes.
+
+    One size's steps that took longer than foreseen count as overhead here too, though load can slow
+    them all through: a 512 px run slowed by a tenth would make the next run's first 128 px steps
+    look 1.9 times their pace, until its own steps outweigh that, a few frames on. Counted as a
+    slower pace all through instead, the app's 128 px runs, whose steps take a fixed 8-10 ms more
+    than the warm-up's, made a 384 px run's frames foretell 1.25-1.48 times the truth for the whole
+    of its first scale."""
+    overhead = fitted_overhead({pixels: seconds for pixels, seconds in this_run.items() if pixels != deep_pixels})
+    return StepCurve.through(this_run, foretelling_overhead(earlier_runs, this_run) if overhead is None else overhead)
 
 
 def blended_pace(own: float, scale_step: int, foreseen: float | None) -> float:
