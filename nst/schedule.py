@@ -18,8 +18,8 @@ SCALE_SHARE_RATIO = 2
 # about 13,000 to 16,000 pixels), and 3.3 and 14.0 on two cores of an AVX-512 CPU with bf16 (about
 # 4,500), where the fixed guess foretold the time left at 0.75-0.79 of the truth. So it is fitted to
 # the steps timed in the process (`fitted_overhead`), and STEP_OVERHEAD_PIXELS stands in until two
-# sizes twice apart or more have been timed. The overhead is kept within 0 and MAX_OVERHEAD_PIXELS: a fit to noisy
-# paces can put it anywhere.
+# sizes twice apart or more have been timed. The overhead is kept within 0 and MAX_OVERHEAD_PIXELS:
+# a fit to noisy paces can put it anywhere.
 STEP_OVERHEAD_PIXELS = 15_000
 MAX_OVERHEAD_PIXELS = 60_000
 STEP_CACHE_PIXELS = 800_000
