@@ -21,14 +21,14 @@ from .images import ImageError, ImageSource
 from .objective import Objective
 from .optimizers import make_optimizer
 from .runtime import Runtime
-from .schedule import (DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, StepCurve, blended_pace, curve_for_next_runs, curve_so_far,
-                       estimate_seconds_left, foretelling_overhead, scale_schedule, style_reading_side)
+from .schedule import (DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, StepCurve, blended_pace, curve_so_far, estimate_seconds_left,
+                       foretelling_overhead, scale_schedule, style_reading_side)
 from .settings import OPTIMIZERS, Settings, SettingsError
 from .vgg import LAYER_INDEX, load_model
 
 
 # What the steps timed in this process say of the next run's: the curve of the last run's steps
-# (`curve_for_next_runs`), by (device, precision, Winograd, layers ...). The first frames of a run
+# (`curve_so_far`), by (device, precision, Winograd, layers ...). The first frames of a run
 # know only its first step, which also computes the targets and warms up its buffers: by that alone,
 # the seconds left at a run's first frame in a warm server were off by up to a fifth. A server's runs
 # follow each other on the same cores, so the earlier steps stand beside the first ones, as a run's
@@ -151,7 +151,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
             # step has no pace apart from its targets
             if scale_step == scale_steps > 1:
                 run_paces[pixels] = _steady_pace(scale_started, steady_since, now, scale_steps, framing.since_steady) / layers_cost
-                _STEP_CURVES[pace_key] = curve_for_next_runs(earlier_runs, run_paces, pixels if layers_cost != 1 else None)
+                _STEP_CURVES[pace_key] = curve_so_far(earlier_runs, run_paces, pixels if layers_cost != 1 else None)
             if not final and now - last_frame < settings.frame_interval:
                 continue
             last_frame = now

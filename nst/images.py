@@ -39,7 +39,7 @@ def open_image(source: ImageSource, what: str = "image") -> Image.Image:
 
 def open_styles(styles: ImageSource | Iterable[ImageSource]) -> list[Image.Image]:
     """One style image or several, each as `open_image` gives it."""
-    single = isinstance(styles, (Image.Image, str, os.PathLike, bytes)) or not isinstance(styles, Iterable)
+    single = isinstance(styles, ImageSource) or not isinstance(styles, Iterable)
     styles = [styles] if single else list(styles)
     return [open_image(style, what) for style, what in zip(styles, style_names(len(styles)), strict=True)]
 

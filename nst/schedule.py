@@ -131,26 +131,21 @@ def foretelling_overhead(earlier_runs: StepCurve, this_run: dict[float, float]) 
     return min(max(earlier_runs.overhead_pixels + excess, 0.0), MAX_OVERHEAD_PIXELS)
 
 
-def curve_so_far(earlier_runs: StepCurve, this_run: dict[float, float]) -> StepCurve:
-    """What foresees the rest of a run: the curve through its steps (`this_run`), with the overhead
-    that foretells its sizes to come; before it has timed any, the earlier runs'."""
-    if not this_run:
-        return earlier_runs
-    return StepCurve.through(this_run, foretelling_overhead(earlier_runs, this_run))
+def curve_so_far(earlier_runs: StepCurve, this_run: dict[float, float], deep_pixels: float | None = None) -> StepCurve:
+    """What a run's steps (`this_run`) say of its sizes to come and, once kept, of the runs after it:
+    the curve through them, with the overhead that foretells their sizes (`foretelling_overhead`);
+    before it has timed any, the earlier runs'. `deep_pixels`: the size whose steps also computed the
+    deep style layers, their seconds divided by DEEP_LAYERS_STEP_COST, a guess; left out of the
+    overhead's fit where the others span sizes.
 
-
-def curve_for_next_runs(earlier_runs: StepCurve, this_run: dict[float, float], deep_pixels: float | None = None) -> StepCurve:
-    """What a run's steps (`this_run`) tell the runs after it: the curve through them, with the
-    overhead that foretold its sizes (`foretelling_overhead`). `deep_pixels`: the size whose steps
-    also computed the deep style layers, their seconds divided by DEEP_LAYERS_STEP_COST, a guess;
-    left out of the overhead's fit where the others span sizes.
-
-    One size's steps that took longer than foreseen count as overhead here too, though load can slow
-    them all through: a 512 px run slowed by a tenth would make the next run's first 128 px steps
-    look 1.9 times their pace, until its own steps outweigh that, a few frames on. Counted as a
+    One size's steps that took longer than foreseen count as overhead in what is kept too, though load
+    can slow them all through: a 512 px run slowed by a tenth would make the next run's first 128 px
+    steps look 1.9 times their pace, until its own steps outweigh that, a few frames on. Counted as a
     slower pace all through instead, the app's 128 px runs, whose steps take a fixed 8-10 ms more
     than the warm-up's, made a 384 px run's frames foretell 1.25-1.48 times the truth for the whole
     of its first scale."""
+    if not this_run:
+        return earlier_runs
     overhead = fitted_overhead({pixels: seconds for pixels, seconds in this_run.items() if pixels != deep_pixels})
     return StepCurve.through(this_run, foretelling_overhead(earlier_runs, this_run) if overhead is None else overhead)
 

@@ -29,7 +29,7 @@ SOURCES = (EMBEDDED, IMAGENET)
 
 # A weights file: a state dict of vgg19().features in one of these formats.
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
-LOCAL_FILE = "a local .safetensors, .pth or .pt file"
+LOCAL_FILE = f"a local {', '.join(WEIGHT_SUFFIXES[:-1])} or {WEIGHT_SUFFIXES[-1]} file"
 
 CAFFE = "caffe"
 TORCHVISION = "torchvision"

@@ -13,7 +13,7 @@ from nst.engine import scale_settings
 from nst.objective import Objective
 from nst.runtime import Runtime, resolve_precision
 from nst.schedule import (EARLIER_PACE_IN_STEPS, STEP_OVERHEAD_PIXELS, TARGETS_IN_STEPS, StepCurve, blended_pace,
-                          curve_for_next_runs, curve_so_far, estimate_seconds_left, fitted_overhead, foretelling_overhead, scale_pixels,
+                          curve_so_far, estimate_seconds_left, fitted_overhead, foretelling_overhead, scale_pixels,
                           step_cost, style_reading_side)
 from nst.vgg import load_model
 from nst.weights import load_weights
@@ -292,14 +292,14 @@ def test_what_foretells_a_runs_next_sizes():
     assert foretelling_overhead(StepCurve(), {small: 0.02}) == STEP_OVERHEAD_PIXELS
     assert foretelling_overhead(earlier_runs, {large: 1e-6}) == 0
     # what the next runs keep: the same, through the run's steps
-    assert curve_for_next_runs(earlier_runs, slower).overhead_pixels == pytest.approx(earlier_runs.overhead_pixels + 5_000)
-    assert curve_for_next_runs(earlier_runs, slower).seconds(small) == pytest.approx(slower[small])
+    assert curve_so_far(earlier_runs, slower).overhead_pixels == pytest.approx(earlier_runs.overhead_pixels + 5_000)
+    assert curve_so_far(earlier_runs, slower).seconds(small) == pytest.approx(slower[small])
     # the last scale's steps, whose deep layers are a guessed factor, stay out of the fit where the
     # coarse ones span sizes
     truth = StepCurve(overhead_pixels=9_000, unit=2e-6)
     run = {small: truth.seconds(small), middle: truth.seconds(middle), large: 1.2 * truth.seconds(large)}
-    assert curve_for_next_runs(earlier_runs, run, deep_pixels=large).overhead_pixels == pytest.approx(9_000)
-    assert curve_for_next_runs(earlier_runs, run).overhead_pixels != pytest.approx(9_000, rel=0.1)
+    assert curve_so_far(earlier_runs, run, deep_pixels=large).overhead_pixels == pytest.approx(9_000)
+    assert curve_so_far(earlier_runs, run).overhead_pixels != pytest.approx(9_000, rel=0.1)
 
 
 def test_a_run_leaves_its_steps_to_the_next_though_its_consumer_stops_at_the_last_frame(content, style):
