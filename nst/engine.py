@@ -21,19 +21,10 @@ from .images import ImageError, ImageSource
 from .objective import Objective
 from .optimizers import make_optimizer
 from .runtime import Runtime
-from .schedule import (DEEP_LAYERS_STEP_COST, MIN_SCALE_SIDE, StepCurve, blended_pace, curve_so_far, estimate_seconds_left,
-                       foretelling_overhead, scale_schedule, style_reading_side)
+from .schedule import MIN_SCALE_SIDE, scale_schedule, style_reading_side
 from .settings import OPTIMIZERS, Settings, SettingsError
+from .timeleft import TimeLeft, measure_fixed_work, step_work
 from .vgg import LAYER_INDEX, load_model
-
-
-# What the steps timed in this process say of the next run's: the curve of the last run's steps
-# (`curve_so_far`), by (device, precision, Winograd, layers ...). The first frames of a run
-# know only its first step, which also computes the targets and warms up its buffers: by that alone,
-# the seconds left at a run's first frame in a warm server were off by up to a fifth. A server's runs
-# follow each other on the same cores, so the earlier steps stand beside the first ones, as a run's
-# finished scales do for the next.
-_STEP_CURVES: dict[tuple, StepCurve] = {}
 
 
 @dataclass
@@ -51,7 +42,7 @@ class Frame:
     precision: str = "fp32"
     message: str = ""
     size: tuple[int, int] = field(default=(0, 0))  # (height, width) of the picture being optimised
-    seconds_left: float = 0.0  # to the end of the run, by `estimate_seconds_left`; 0 when done
+    seconds_left: float = 0.0  # to the end of the run, foretold by `nst.timeleft`; 0 when done
 
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], settings: Settings = Settings(),
@@ -89,12 +80,10 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     aspect = max(content_full.shape[-2:]) / min(content_full.shape[-2:])
     schedule = scale_schedule(settings.size, settings.steps, settings.multiscale, aspect)
     health = _Health(runtime.device)
-    framing = _Framing()
-    # steps timed with these layers here: by earlier runs in this process, and by this run's finished
-    # scales ({pixels: seconds a step}, as the coarse scales' layers cost)
-    pace_key = (str(runtime.device), runtime.precision, runtime.winograd, settings.content_layer, *sorted(settings.style_layers))
-    earlier_runs, run_paces = _STEP_CURVES.get(pace_key, StepCurve()), {}
-    last_scale_cost = 1.0 if scale_settings(settings, last_scale=False) == settings else DEEP_LAYERS_STEP_COST
+    sizes = [images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image") for side, _ in schedule]
+    scales = [scale_settings(settings, index == len(schedule) - 1) for index in range(len(schedule))]
+    clock = TimeLeft([step_work(*size, _deepest(scale)) for size, scale in zip(sizes, scales)], [n for _, n in schedule],
+                     settings.frame_interval)
     image = last_good = None
     step = last_good_step = 0
     values: dict[str, Tensor] = {}
@@ -112,16 +101,11 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
                      time.perf_counter() - started, shown, done, runtime.device.type, runtime.precision,
                      message, tuple(picture.shape[-2:]), seconds_left)
 
-    for scale_index, (side, scale_steps) in enumerate(schedule):
-        scaled_size = images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image")
+    for scale_index, (scaled_size, (_, scale_steps)) in enumerate(zip(sizes, schedule)):
         content_scaled = images.resize(content_full, scaled_size)
         mask_scaled = None if mask_full is None else F.interpolate(mask_full, size=scaled_size, mode="area")
-        pixels = scaled_size[0] * scaled_size[1]
-        layers_cost = last_scale_cost if scale_index == len(schedule) - 1 else 1.0  # the curve's steps are the coarse scales'
-        foreseen = curve_so_far(earlier_runs, run_paces).seconds(pixels)
-        foreseen = None if foreseen is None else foreseen * layers_cost
-        objective = Objective(model, content_scaled, style_full, scale_settings(settings, scale_index == len(schedule) - 1),
-                              runtime, mask_scaled, style_reading_side=style_reading_side(max(scaled_size), settings.size))
+        objective = Objective(model, content_scaled, style_full, scales[scale_index], runtime, mask_scaled,
+                              style_reading_side=style_reading_side(max(scaled_size), settings.size))
         if image is not None and (message := health.failure(image, step, last_good_step)):
             yield frame(last_good, True, message)
             return
@@ -136,22 +120,15 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
         values = {}
         closure = runtime.accelerated(_closure(optimizer, objective, image, values), scale_steps)
 
-        scale_started = steady_since = time.perf_counter()
+        clock.start_scale(scale_index, time.perf_counter())
         for scale_step in range(1, scale_steps + 1):
             optimizer.step(closure)
-            if scale_step == 1:
-                steady_since = time.perf_counter()
-                framing.restart_scale()
+            clock.step_done(scale_step, time.perf_counter())
             step += 1
             health.record(step, values["total"])
             if on_step is not None:
                 on_step(step, image.detach())
             final, now = step == settings.steps, time.perf_counter()
-            # kept before the last frame, after which the consumer may ask for no more; a scale of one
-            # step has no pace apart from its targets
-            if scale_step == scale_steps > 1:
-                run_paces[pixels] = _steady_pace(scale_started, steady_since, now, scale_steps, framing.since_steady) / layers_cost
-                _STEP_CURVES[pace_key] = curve_so_far(earlier_runs, run_paces, pixels if layers_cost != 1 else None)
             if not final and now - last_frame < settings.frame_interval:
                 continue
             last_frame = now
@@ -159,13 +136,8 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
                 yield frame(last_good, True, message)
                 return
             last_good, last_good_step = image.detach().clone(), step
-            pace = blended_pace(_steady_pace(scale_started, steady_since, now, scale_step, framing.since_steady), scale_step, foreseen)
-            # this scale's pace joins what foretells the sizes to come once it has a step after its first
-            overhead = foretelling_overhead(earlier_runs, {**run_paces, pixels: pace / layers_cost} if scale_step > 1 else run_paces)
-            yield frame(last_good, final, seconds_left=estimate_seconds_left(
-                schedule, scale_index, scale_step, pace, aspect, overhead, framing.mean(), settings.frame_interval,
-                last_scale_cost))
-            framing.add(time.perf_counter() - now)
+            yield frame(last_good, final, seconds_left=clock.seconds_left(scale_step, now))
+            clock.frame_shown(time.perf_counter() - now)
 
 
 def scale_settings(settings: Settings, last_scale: bool) -> Settings:
@@ -184,33 +156,9 @@ def scale_settings(settings: Settings, last_scale: bool) -> Settings:
     return replace(settings, style_layers=layers, style_layer_weights=weights)
 
 
-def _steady_pace(scale_started: float, steady_since: float, now: float, steps_done: int, framing: float) -> float:
-    """Seconds a step of a scale computes, after its first step (which also warms up its buffers),
-    leaving out the `framing` seconds spent on frames since then."""
-    return (now - steady_since - framing) / (steps_done - 1) if steps_done > 1 else now - scale_started
-
-
-class _Framing:
-    """The seconds spent on frames: making each and waiting for its consumer, who may encode, send or
-    save it before asking for the next. Until a run's first frame has been taken, the last run's
-    frames in this process stand in (a server's consumer is the same from run to run)."""
-
-    last_run_mean = 0.0
-
-    def __init__(self):
-        self.total, self.count, self.since_steady = 0.0, 0, 0.0
-
-    def restart_scale(self) -> None:
-        self.since_steady = 0.0
-
-    def add(self, seconds: float) -> None:
-        self.total += seconds
-        self.count += 1
-        self.since_steady += seconds
-        _Framing.last_run_mean = self.mean()
-
-    def mean(self) -> float:
-        return self.total / self.count if self.count else _Framing.last_run_mean
+def _deepest(settings: Settings) -> str:
+    """The deepest layer a scale's objective reads, up to which the network runs."""
+    return max((settings.content_layer, *settings.style_layers), key=LAYER_INDEX.__getitem__)
 
 
 class _Health:
@@ -288,21 +236,22 @@ def _closure(optimizer, objective: Objective, image: Tensor, values: dict[str, T
 
 def warm_up(settings: Settings = Settings()) -> None:
     """Load the network, its Winograd filters and the optimisers' code now (the first torch optimiser
-    made in a process imports torch._dynamo), so that the first request starts at full speed, and
-    time a few steps at the two coarse scales of a 384 px run (128 and 222 px), so that its first
-    frames foresee the time left: how long a step takes, and how much dearer a larger one is on this
-    machine. Both compute the coarse scales' layers, as `StepCurve` counts; a last scale's steps also
-    compute the deep ones, which DEEP_LAYERS_STEP_COST only guesses. It stops at the last scale's
-    first frame."""
+    made in a process imports torch._dynamo), so that the first request starts at full speed; and time
+    the steps of a run's two coarse scales, so that the next runs' first frames know how much dearer a
+    larger step is on this machine (`nst.timeleft`)."""
     settings = settings.validated()
     for name in OPTIMIZERS:
         make_optimizer(name, torch.zeros(1, requires_grad=True))
-    # 3:2, the commonest photo's shape; what it shows costs nothing more
-    side = 3 * MIN_SCALE_SIDE
-    picture = Image.effect_noise((side, side * 2 // 3), 64).convert("RGB")
-    # 10 steps at 128 px and 5 at 222 px, whose paces the fit rests on (with 3 there, 2 were steady)
-    frames = stylize(picture, picture, replace(settings, size=side, steps=18, multiscale=True, frame_interval=0))
-    for frame in frames:
-        if max(frame.size) == side:
-            frames.close()
-            break
+    side = 3 * MIN_SCALE_SIDE  # scales of 128, 222 and 384 px
+    picture = Image.effect_noise((side, side * 2 // 3), 64).convert("RGB")  # 3:2, the commonest photo's shape
+    coarse = scale_settings(settings, last_scale=False)
+    ends: dict[tuple[int, int], list[float]] = {}  # the moments each size's steps ended
+
+    def timed(_, picture: Tensor) -> None:
+        ends.setdefault(tuple(picture.shape[-2:]), []).append(time.perf_counter())
+
+    for _ in stylize(picture, picture, replace(settings, size=side, steps=18, frame_interval=3600), on_step=timed):
+        pass
+    # each coarse size's steps after its second: the first warms up the scale's buffers, a frame follows the run's first
+    measure_fixed_work({step_work(*size, _deepest(coarse)): (times[-1] - times[1]) / (len(times) - 2)
+                        for size, times in ends.items() if max(size) < side and len(times) > 2})

@@ -8,13 +8,10 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from nst import Settings, SettingsError, distances, images, scale_schedule, stylize
-from nst import engine
 from nst.engine import scale_settings
 from nst.objective import Objective
 from nst.runtime import Runtime, resolve_precision
-from nst.schedule import (EARLIER_PACE_IN_STEPS, STEP_OVERHEAD_PIXELS, TARGETS_IN_STEPS, StepCurve, blended_pace,
-                          curve_so_far, estimate_seconds_left, fitted_overhead, foretelling_overhead, scale_pixels,
-                          step_cost, style_reading_side)
+from nst.schedule import style_reading_side
 from nst.vgg import load_model
 from nst.weights import load_weights
 
@@ -230,92 +227,6 @@ def test_a_narrow_style_image_is_enlarged_at_coarse_scales(content, style, box):
     assert final.done and not final.message and final.image.size == (256, 256)
 
 
-def test_time_left_counts_the_steps_of_finer_scales_as_dearer():
-    # 0.1 s a step at 128 px, 10 steps in: 5 more there take 0.5 s; a 256 px step costs 0.1 s times the
-    # step_cost ratio (more than 1, less than the 4 of the pixels); the 256 px targets cost TARGETS_IN_STEPS steps.
-    dearer = step_cost(scale_pixels(256)) / step_cost(scale_pixels(128))
-    assert 1 < dearer < 4
-    assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 0.1) == pytest.approx(0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer)
-    assert estimate_seconds_left([(128, 15), (256, 5)], 1, 5, 0.6) == 0
-    # the last scale's steps also compute the deep style layers the coarser ones leave out
-    assert estimate_seconds_left([(128, 15), (256, 5)], 0, 10, 0.1, last_scale_cost=1.3) == pytest.approx(
-        0.5 + (5 + TARGETS_IN_STEPS) * 0.1 * dearer * 1.3)
-    # with no fixed part to a step, a 256 px step costs four 128 px ones and a little more (the caches)
-    no_overhead = estimate_seconds_left([(128, 15), (256, 5)], 0, 15, 0.1, overhead_pixels=0)
-    assert 4 * 5.9 * 0.1 < no_overhead < 4.5 * 5.9 * 0.1
-
-
-def test_the_step_curve_is_fitted_to_the_steps_timed():
-    # steps timed on a machine whose steps have a fixed part of 4,500 pixels (an AVX-512 machine with
-    # bf16; two AVX2 cores had 13,000 to 16,000) give that part back, and what it says for 512 px
-    truth = StepCurve(overhead_pixels=4_500, unit=2e-6)
-    small, middle, large = (scale_pixels(side, 1.5) for side in (128, 256, 512))
-    paces = {pixels: truth.seconds(pixels) for pixels in (small, middle)}
-    assert fitted_overhead(paces) == pytest.approx(4_500)
-    curve = StepCurve.through(paces, fitted_overhead(paces))
-    assert curve.seconds(large) == pytest.approx(truth.seconds(large))
-    # each pace counts by its relative error: a small size's steps are not lost beside a large one's
-    noisy = {small: truth.seconds(small), middle: truth.seconds(middle), large: 1.2 * truth.seconds(large)}
-    fitted = StepCurve.through(noisy, fitted_overhead(noisy))
-    assert fitted.seconds(small) == pytest.approx(noisy[small], rel=0.1)
-    # sizes too close together to tell the fixed part, a larger size no dearer, or nothing timed
-    assert fitted_overhead({small: 0.02, small * 1.5: 0.03}) is None
-    assert fitted_overhead({small: 0.03, middle: 0.02}) is None
-    assert StepCurve.through({}, 4_500).seconds(small) is None
-
-
-def test_a_scales_pace_weighs_its_own_steps_against_the_steps_timed_before():
-    # 0.1 s foreseen, 0.5 s measured: the foreseen counts as EARLIER_PACE_IN_STEPS steps, so ten steps
-    # in, the scale's own pace outweighs it; with nothing foreseen, its own pace alone
-    assert blended_pace(0.5, 2, 0.1) == pytest.approx((EARLIER_PACE_IN_STEPS * 0.1 + 0.5) / (EARLIER_PACE_IN_STEPS + 1))
-    assert blended_pace(0.5, 11, 0.1) == pytest.approx((EARLIER_PACE_IN_STEPS * 0.1 + 10 * 0.5) / (EARLIER_PACE_IN_STEPS + 10))
-    assert blended_pace(0.5, 3, None) == 0.5
-
-
-def test_what_foretells_a_runs_next_sizes():
-    small, middle, large = (scale_pixels(side, 1.5) for side in (128, 256, 512))
-    earlier_runs = StepCurve(overhead_pixels=4_500, unit=2e-6)
-    unit = earlier_runs.unit
-    # a run's first scale is foreseen by the earlier runs; once its steps span sizes, they alone tell
-    # how much dearer the next is
-    assert curve_so_far(earlier_runs, {}) is earlier_runs
-    this_run = {small: 0.03, middle: 0.075}
-    assert foretelling_overhead(earlier_runs, this_run) == fitted_overhead(this_run)
-    assert curve_so_far(earlier_runs, this_run) == StepCurve.through(this_run, fitted_overhead(this_run))
-    # before that, what its steps take beyond the earlier runs' is a fixed part of each step: the
-    # curve goes through its step, and larger steps take that much more only
-    slower = {small: earlier_runs.seconds(small) + 5_000 * unit}
-    assert foretelling_overhead(earlier_runs, slower) == pytest.approx(earlier_runs.overhead_pixels + 5_000)
-    assert curve_so_far(earlier_runs, slower).seconds(small) == pytest.approx(slower[small])
-    assert curve_so_far(earlier_runs, slower).seconds(large) == pytest.approx(earlier_runs.seconds(large) + 5_000 * unit)
-    assert foretelling_overhead(earlier_runs, {}) == earlier_runs.overhead_pixels
-    assert foretelling_overhead(StepCurve(), {small: 0.02}) == STEP_OVERHEAD_PIXELS
-    assert foretelling_overhead(earlier_runs, {large: 1e-6}) == 0
-    # what the next runs keep: the same, through the run's steps
-    assert curve_so_far(earlier_runs, slower).overhead_pixels == pytest.approx(earlier_runs.overhead_pixels + 5_000)
-    assert curve_so_far(earlier_runs, slower).seconds(small) == pytest.approx(slower[small])
-    # the last scale's steps, whose deep layers are a guessed factor, stay out of the fit where the
-    # coarse ones span sizes
-    truth = StepCurve(overhead_pixels=9_000, unit=2e-6)
-    run = {small: truth.seconds(small), middle: truth.seconds(middle), large: 1.2 * truth.seconds(large)}
-    assert curve_so_far(earlier_runs, run, deep_pixels=large).overhead_pixels == pytest.approx(9_000)
-    assert curve_so_far(earlier_runs, run).overhead_pixels != pytest.approx(9_000, rel=0.1)
-
-
-def test_a_run_leaves_its_steps_to_the_next_though_its_consumer_stops_at_the_last_frame(content, style):
-    # the app asks for no frame after the last: the last scale's pace is kept before it is shown
-    settings = replace(FAST, size=256, steps=12, style_layers=("relu1_1", "relu2_1", "relu5_1")).validated()
-    before = dict(engine._STEP_CURVES)
-    for frame in stylize(content, style, settings):
-        if frame.done:
-            break
-    (key,) = set(engine._STEP_CURVES) - set(before)
-    curve = engine._STEP_CURVES[key]
-    # two scales (128 and 256 px, the last) span sizes: their overhead, not the stand-in that the
-    # first scale's steps alone would leave
-    assert curve.unit is not None and curve.overhead_pixels != STEP_OVERHEAD_PIXELS
-
-
 def test_auto_precision_is_fp32_where_onednn_may_not_use_bf16_instructions(monkeypatch):
     # ONEDNN_MAX_CPU_ISA=AVX2 stands in for an AVX2 machine; on a CPU with AVX512-BF16 oneDNN then
     # emulates bf16 (a 256 px step took 11 s instead of 0.1 s)
@@ -325,17 +236,6 @@ def test_auto_precision_is_fp32_where_onednn_may_not_use_bf16_instructions(monke
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     has_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if has_bf16 else "fp32")
-
-
-def test_frames_are_counted_apart_from_the_steps():
-    # Frames cost 0.1 s and come every 0.5 s at most: quick steps (0.2 s) lose a fifth of the time to
-    # them, slow ones (1 s) 0.1 s each.
-    def left(pace):
-        return estimate_seconds_left([(128, 10)], 0, 0, pace, frame_seconds=0.1, frame_interval=0.5)
-
-    assert left(0.2) == pytest.approx(10 * 0.2 / (1 - 0.1 / 0.5))
-    assert left(1.0) == pytest.approx(10 * 1.1)
-    assert estimate_seconds_left([(128, 10)], 0, 0, 0.2, frame_seconds=0.1, frame_interval=0) == pytest.approx(10 * 0.3)
 
 
 def test_several_styles_blend_by_their_weights(content, style, second_style):
