@@ -1,10 +1,8 @@
 """L-BFGS for a picture: one evaluation a step, no line search, and steps bounded in pixel units.
 
-torch's LBFGS(max_iter=1) takes a first step of 1 / sum|g| and then trusts any curvature pair with
-s.y > 1e-10. Our losses are normalised, so at 512 px the first step moved no pixel by even 1e-4,
-its pair fell under that absolute threshold, and the next step was the raw gradient at full length:
-in one coarse-to-fine run the style loss jumped from 0.29 to 90 at the start of the last scale and
-had not recovered 44 steps later. Here every step is measured in what it does to the pixels:
+torch's LBFGS(max_iter=1) sizes its first step and trusts curvature pairs by absolute thresholds,
+which our normalised losses fall under, and then steps by the raw gradient at full length (see
+docs/method.md, L-BFGS). Here every step is measured in what it does to the pixels:
 
 - until a first pair is remembered, a step moves the most-changed pixel by FIRST_CHANGE (about
   5 grey levels);
@@ -17,10 +15,7 @@ had not recovered 44 steps later. Here every step is measured in what it does to
 The initial inverse Hessian, which the remembered pairs then correct, is not the usual multiple of
 the identity but a diagonal one, gamma D: D = 1 / sqrt(running mean of g^2) per pixel, as in Adam
 and RMSprop, and gamma = s.y / (y.D.y) from the newest pair. Pixels whose gradients are small get
-proportionally longer steps. That matters most after the jump to a finer scale: 10 steps into the
-last scale of a 512 px run the style distance was 0.030 instead of 0.041. On three pairs of our
-examples, 512 px coarse to fine with the same steps, the style distance ended 5-8% lower (0.0280 ->
-0.0265, 0.0230 -> 0.0211, 0.0246 -> 0.0229), the content distance from 6% lower to 2% higher.
+proportionally longer steps, which matters most after the jump to a finer scale.
 """
 
 from __future__ import annotations
@@ -43,8 +38,8 @@ DIAGONAL_FLOOR = 1e-3
 class LBFGS:
     """Limited-memory BFGS over one tensor, `history` pairs, one closure evaluation a step.
 
-    Not a torch.optim.Optimizer: the first of those made in a process imports torch._dynamo, 1.7 s
-    on two cores, which every CLI run would wait for.
+    Not a torch.optim.Optimizer: the first of those made in a process imports torch._dynamo, which
+    every CLI run would wait for.
     """
 
     def __init__(self, image: Tensor, history: int = 20, bounds: tuple[float, float] | None = None):
@@ -86,8 +81,8 @@ class LBFGS:
         if self.bounds is None:
             image.add_(direction.view_as(image))
         else:
-            # Projected onto the bounds; the step remembered is the move made, not the one asked for:
-            # remembering the latter, pixels held at a bound stalled the iteration far from the minimum.
+            # Projected onto the bounds. The pair remembers the move made, not the one asked for:
+            # remembering the latter stalled the iteration where pixels sat at a bound.
             flat = image.view(-1)
             moved = (flat + direction).clamp_(*self.bounds)
             direction = moved - flat

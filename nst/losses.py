@@ -1,8 +1,8 @@
 """The loss terms of Gatys et al., as small pure functions.
 
 Feature maps are matrices of shape (N, M): N filters by M positions. The functions follow the
-paper's definitions to the letter; how the engine makes user-facing weights independent of the
-image size is documented in `nst.engine`.
+paper's definitions to the letter; how the user-facing weights are made independent of the image
+size is in `nst.objective` (and docs/method.md).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def gram(features: Tensor) -> Tensor:
 class _Gram(torch.autograd.Function):
     """F F^T with a backward that allocates one (N, M) gradient, laid out like F.
 
-    Autograd's own backward of a matrix product makes two (N, M) products and their sum; at relu1_1
-    of a 1024 px picture each is 180 MB, which decided the peak memory of a whole step.
+    Autograd's own backward of a matrix product makes two (N, M) products and their sum, which set
+    the peak memory of a large picture's step.
     """
 
     @staticmethod

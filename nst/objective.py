@@ -1,10 +1,8 @@
 """What is optimised: the weighted loss terms at one scale, with their targets computed once.
 
-How the user-facing weights map onto the seed's loss: the content term 1/2 sum (F - P)^2 grows with
-the number of positions M, while each style layer term 1/(4 N^2 M^2) sum (G - A)^2 does not; and
-with the Caffe weights the style layer terms differ by five orders of magnitude between relu1_1 and
-relu4_1, while the ImageNet weights produce activations on another scale altogether. So each loss
-term is measured against its own target, and the style as a whole against the photo:
+The content term grows with the number of positions and the style terms do not, and the weight
+sources differ in scale, so each term is measured against its own target, and the style as a whole
+against the photo (docs/method.md explains the choice and its measurements):
 
     alpha   = content_weight / (1/2 sum P^2)
     beta_l  = style_weight * w_l * rho / E(A_l),   E(X) = 1/(4 N^2 M^2) sum X^2
@@ -16,13 +14,8 @@ activations; each style layer adds style_weight * w_l * rho times the relative s
 Gram matrix. The same slider values give the same look at 128 px and 2048 px, whichever weights are
 loaded, and equal layer weights w_l give each layer an equal say.
 
-rho is how strong the painting's texture is against the photo's, where the content is judged.
-Relative errors alone press a pale painting onto a busy photo hard and take little of a bold one: on
-the quality panel (`nst.quality`), at style weight 2 without rho, three pairs were already at
-0.89-0.92x the textbook recipe's content distance while three others stayed 27-47% short of its
-style distance; rho is 0.68-0.74 on the first three and 0.98-1.39 on the others. As the square
-root of the ratio (twice as steep) it took too much of a portrait: the cameraman's content went to
-1.19x the anchor's.
+rho is how strong the painting's texture is against the photo's, where the content is judged:
+relative errors alone press a pale painting onto a busy photo hard and take little of a bold one.
 `distances()` leaves rho out: the panel's yardstick.
 """
 

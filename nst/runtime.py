@@ -13,9 +13,8 @@ from torch import Tensor
 
 from .settings import Settings, SettingsError
 
-# Above this long side memory comes before speed, to keep a 1024 px run on CPU within 2.5 GB: no
-# Winograd convolutions (their transformed filters hold 200 MB), and `use_memory_policy` hands
-# freed blocks back to the system instead of keeping them for the next step.
+# Above this long side memory comes before speed on CPU: no Winograd convolutions (their transformed
+# filters are large), and `use_memory_policy` hands freed blocks back to the system at once.
 LARGE_PICTURE = 768
 # Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
 CUDA_GRAPH_MIN_STEPS = 10
@@ -81,10 +80,9 @@ def cpu_has_fast_bf16() -> bool:
     """AVX512-BF16 or AMX, and oneDNN allowed to use them: bf16 convolutions that run faster than fp32.
 
     torch.backends.cpu.get_cpu_capability() says only AVX2 or AVX512, and AVX-512 without these
-    instructions emulates bf16 about 3 times slower than fp32; torch.cpu's own checks tell them apart.
-    With ONEDNN_MAX_CPU_ISA below them (AVX2 stands in for an AVX2 machine), oneDNN emulates bf16
-    too, even where the CPU has them: a 256 px step took 11 s instead of 0.1 s at AVX2, 2.6 times
-    fp32's at AVX512_CORE. ATEN_CPU_CAPABILITY leaves oneDNN's convolutions as they are.
+    instructions emulates bf16, slower than fp32; torch.cpu's own checks tell them apart. With
+    ONEDNN_MAX_CPU_ISA below them, oneDNN emulates bf16 even where the CPU has them (docs/method.md,
+    Precision). ATEN_CPU_CAPABILITY leaves oneDNN's convolutions as they are.
     """
     limit = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
     if limit in _ONEDNN_ISAS_WITHOUT_BF16:
@@ -105,8 +103,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def replayed(closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
     """The closure captured once as a CUDA graph: each later call replays all of its kernels at once.
 
-    At 512 px a step is about a thousand small kernels, and launching them one by one from Python
-    took longer than running them on an H200. The graph reads the image and writes its gradient
+    A step is about a thousand small kernels, and launching them one by one from Python can take
+    longer than running them on a fast GPU. The graph reads the image and writes its gradient
     and the loss terms where the capture put them, so the optimiser keeps working in place.
     """
     side_stream = torch.cuda.Stream()
@@ -142,11 +140,10 @@ def reuse_freed_memory() -> None:
     """Keep freed memory in the process for the next allocation instead of handing it back.
 
     By default glibc maps every block over 32 MB fresh from the system and returns it when freed,
-    and fresh pages cost a page fault and zeroing on first touch: about 0.2 ms per MB on these
-    machines, 400 MB a step at 512 px. This policy serves every block from the process heap, one
-    heap for all threads, and never trims it: a 512 px step runs 5-10% faster, while the process
-    keeps its peak size until `release_freed_memory`. Process-wide, so the caller decides (the app,
-    and the CLI up to 768 px).
+    and fresh pages cost a page fault and zeroing on first touch, every step (docs/method.md). This
+    policy serves every block from the process heap, one heap for all threads, and never trims it,
+    so the process keeps its peak size until `release_freed_memory`. Process-wide, so the caller
+    decides (the app, and the CLI up to 768 px).
     """
     _glibc("mallopt", M_ARENA_MAX, 1)
     _glibc("mallopt", M_MMAP_MAX, 0)
@@ -167,8 +164,8 @@ def limit_heap_growth() -> None:
     """Serve every allocation over 128 KB from fresh pages that go back to the system when freed.
 
     glibc raises that threshold as large blocks are freed, after which the picture-sized buffers of
-    each step come from the heap and fragment it: on 1024 px pictures the process grew by about 70 MB
-    a step beyond L-BFGS's history. Fresh pages cost page faults, which only large pictures amortise,
+    each step come from the heap and fragment it, and a large picture's process grows every step.
+    Fresh pages cost page faults, which only large pictures amortise,
     and the policy is process-wide: so the caller decides (the CLI does, for large pictures).
     """
     _glibc("mallopt", M_MMAP_THRESHOLD, 128 * 1024)

@@ -111,8 +111,8 @@ class VGG19Features(nn.Module):
 
     @staticmethod
     def _by_winograd(conv: nn.Conv2d, x: Tensor) -> bool:
-        # Measured on two cores: 1.5-2.2x faster from 128 input and 256 output channels on,
-        # slower than oneDNN on the narrower layers, whose transforms outweigh the saved products.
+        # Faster than oneDNN from 128 input and 256 output channels on; on the narrower layers the
+        # transforms outweigh the saved products (docs/method.md).
         return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu")
                 and conv.in_channels >= 128 and conv.out_channels >= 256)
 

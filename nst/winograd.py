@@ -4,10 +4,8 @@ A direct 3x3 convolution spends 9 multiply-adds per output and input channel. F(
 each 4x4 block of outputs out of a 6x6 tile of input, takes both the tile and the filter to a
 transformed space where the convolution is an element-wise product, and so needs 36 instead of
 144 multiply-adds per block: the 36 element-wise products over channels are 36 matrix products,
-which run at full speed on a CPU. The transforms are cheap only next to wide layers; on VGG19's
-256- and 512-channel layers the convolution and its gradient run 1.6 to 2.2 times as fast as
-oneDNN's direct ones on two cores. In float32 each layer's output and input gradient are within
-7e-6 of a float64 reference (largest error over largest value; oneDNN's direct kernels: 3e-6).
+which run at full speed on a CPU. The transforms are cheap only next to wide layers, such as
+VGG19's 256- and 512-channel ones (speed and accuracy against oneDNN: docs/method.md).
 
 Our network is frozen, so the transformed filters are computed once, and the gradient with
 respect to the input runs the same transforms backwards with the same transformed filters.
@@ -51,7 +49,7 @@ _OUTPUT_T = (  # A^T
 def transform_filters(weight: Tensor) -> Tensor:
     """(K, C, 3, 3) filters -> (36, C, K): G g G^T for each filter, as 36 matrices C x K."""
     g = _matrix(_FILTER, weight)
-    # Two large matrix products over all filters at once, not K C small ones: 3x faster.
+    # Two large matrix products over all filters at once, not K C small ones: faster at model load.
     return torch.einsum("ia,kcab,jb->ijck", g, weight, g).reshape(36, weight.shape[1], weight.shape[0]).contiguous()
 
 
