@@ -143,11 +143,9 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
 def scale_settings(settings: Settings, last_scale: bool) -> Settings:
     """What a scale optimises with: before the last scale, only the style layers above block 4.
 
-    At a coarse size a deep layer's field takes in the painting's objects whole (a coin is a blob to
-    relu4_1 at 128 px) and draws them, large, into the picture, where the last scale keeps them.
-    Colour and texture come from the shallow layers; the deep ones join at full size, where they see
-    parts of objects. The shallow layers keep their weights. A run with no shallow style layer keeps
-    all of its layers at every scale."""
+    At a coarse size a deep layer's field takes in the painting's objects whole and draws them, large,
+    into the picture; at full size it sees parts of objects (docs/method.md). A run with no shallow
+    style layer keeps all of its layers at every scale."""
     shallow = [(layer, weight) for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True)
                if LAYER_INDEX[layer] < LAYER_INDEX["conv4_1"]]
     if last_scale or not shallow:
@@ -210,10 +208,8 @@ def _initial_image(init: str, content: Tensor, style: Tensor, seed: int) -> Tens
 def _finer(image: Tensor, content: Tensor, init: str) -> Tensor:
     """The picture of a coarser scale at `content`'s size. Started from the photo, it also takes the
     photo's detail that the coarser scale could not hold (the photo less its copy through the coarse
-    size), as the first scale took all of the photo: upscaled alone, the picture starts blurred and
-    the finer scale's steps go to sharpening it again. On three quality panel pairs at 512 px and the
-    same steps, the result came 5-17% closer to the photo (content distance) and 2-5% further from
-    the painting; with it, fewer steps at the dear finest scale keep as much of the photo."""
+    size): upscaled alone, it starts blurred and the dear finest steps go to sharpening it again
+    (docs/method.md, coarse to fine)."""
     upscaled = images.resize(image, tuple(content.shape[-2:]))
     if init != "content":
         return upscaled

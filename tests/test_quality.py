@@ -3,7 +3,7 @@
 A later speed change cannot quietly trade the photo away: at 128 px, on two panel pairs whose
 paintings hold objects of their own, our default picture must stay at least as close to the photo
 as jcjohnson/neural-style's recipe while taking the painting. The defaults are chosen at 512 px,
-where they come within 10% of the anchor's style distance or closer (README, Quality); at 128 px, one
+where they come within 10% of the anchor's style distance or closer (docs/quality.md); at 128 px, one
 scale and 80 steps, they paint more lightly than the anchor (1.32x and 0.99x its style distance when
 chosen, content 0.46x and 0.43x), so the style side here allows 1.6x.
 """
