@@ -57,7 +57,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     Frames come at most every `settings.frame_interval` seconds, and always at the end (`done`).
     Closing the generator stops the work at the frame it is paused on; no VGG pass runs after that.
     `on_step(step, picture)`, if given, is called after every step with the picture being optimised
-    (at the current scale, RGB in [0, 1]; the tensor itself, not a copy).
+    (at the current scale, RGB in [0, 1]). It is the picture tensor itself, not a copy: the run goes on from what on_step leaves in it.
     """
     content, styles = images.open_image(content, "content image"), images.open_styles(styles)
     if not styles:

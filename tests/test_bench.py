@@ -1,8 +1,11 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+
+from nst.bench import format_table
 
 from .conftest import EXAMPLES, ROOT
 
@@ -13,7 +16,25 @@ def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.Complete
                           timeout=timeout)
 
 
+def bench_tables_quoted() -> list[list[list[str]]]:
+    """The tables that README.md and docs/speed.md quote from `python -m nst.bench`: each table after
+    a paragraph that gives the command, before the next heading, as rows of cells (the header first)."""
+    tables = []
+    for path in (ROOT / "README.md", ROOT / "docs" / "speed.md"):
+        if not path.exists():
+            continue
+        for section in re.split(r"^#+ .*$", path.read_text(), flags=re.M):
+            for after_command in re.split(r"`python -m nst\.bench\b", section)[1:]:
+                table = re.search(r"^\|.*\|\n\|[-| :]+\|\n(?:\|.*\|\n?)*", after_command, re.M)
+                if table:
+                    lines = table.group(0).strip().splitlines()
+                    tables.append([[cell.strip() for cell in line.strip("|").split("|")] for line in lines[:1] + lines[2:]])
+    return tables
+
+
 def test_bench_reports_every_figure_the_readme_quotes():
+    quoted = bench_tables_quoted()
+    assert quoted, "README.md or docs/speed.md should quote a table of `python -m nst.bench`"
     result = subprocess.run([sys.executable, "-m", "nst.bench", "--sizes", "64", "--steps", "1", "--run-size", "64", "--run-steps", "2",
                              "--precisions", "fp32", "--json"],
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
@@ -31,6 +52,16 @@ def test_bench_reports_every_figure_the_readme_quotes():
     assert run["steps"] == 2 and run["size"] == 64
     for optimizer in ("lbfgs", "adam"):
         assert run[optimizer]["seconds"] > 0 and run[optimizer]["distance"]["style"] > 0
+    # what the bench prints without --json: every column and configuration the docs quote is in it
+    printed = format_table(report)
+    header = next(line for line in printed.splitlines() if line.startswith("| size |"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    configs = {name for name, value in row.items() if isinstance(value, dict)}
+    for header_cells, *rows in quoted:
+        assert set(header_cells) <= set(columns), (header_cells, columns)
+        config_column = header_cells.index("config")
+        for cells in rows:  # fp32 here stands in for the precisions a machine with bf16 adds
+            assert re.sub(r"bf16", "fp32", cells[config_column]) in configs, (cells, configs)
 
 
 def test_steps_reuse_freed_memory_instead_of_faulting_in_fresh_pages():

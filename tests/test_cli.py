@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from nst import Settings, save_png
+from nst import Settings, open_image, save_png
 from nst import __main__ as cli
 from nst.provenance import CHUNK
 
-from .conftest import EXAMPLES, ROOT
+from .conftest import EXAMPLES, ROOT, painted_side_changed_more
 
 # One past the last GPU this machine has: absent on every machine, with or without CUDA.
 ABSENT_GPU = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
@@ -155,9 +155,13 @@ def test_a_mask_file_says_where_the_style_goes(tmp_path):
     painted = Image.new("L", (40, 30), 0)
     painted.paste(255, (0, 0, 20, 30))
     painted.save(mask)
+    # in this process (the refusal above ran as a real one): the left half painted, the right kept the photo
+    assert cli.main([CONTENT, STYLE, "-o", str(tmp_path / "out.png"), "--mask", str(mask), "--size", "64", "--steps", "6"]) == 0
+    result = Image.open(tmp_path / "out.png")
+    assert result.size == (64, 43)
+    assert painted_side_changed_more(result.convert("RGB"), open_image(CONTENT))
     blended = tmp_path / "blended.png"  # a picture made with two styles blended: the mask leaves its blend out
     save_png(Image.new("RGB", (8, 8)), blended, Settings(style_blend=(3, 1)))
-    result = nst(CONTENT, STYLE, EXAMPLES / "graf1.jpg", "-o", tmp_path / "out.png", "--mask", mask, "--mask-feather", "4",
-                 "--size", "64", "--steps", "3", "--settings-from", blended)
-    assert result.returncode == 0, result.stderr
-    assert Image.open(tmp_path / "out.png").size == (64, 43)
+    assert cli.main([CONTENT, STYLE, str(EXAMPLES / "graf1.jpg"), "-o", str(tmp_path / "two.png"), "--mask", str(mask),
+                     "--mask-feather", "4", "--size", "64", "--steps", "3", "--settings-from", str(blended)]) == 0
+    assert Image.open(tmp_path / "two.png").size == (64, 43)

@@ -49,18 +49,31 @@ def test_closing_stops_work_on_cuda(content, style):
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_cuda_graph_steps_end_where_plain_steps_do(content, style, optimizer):
+def test_cuda_graph_steps_end_where_plain_steps_do(content, style, optimizer, monkeypatch):
     settings = Settings(size=256, steps=60, device="cuda", precision="fp32", optimizer=optimizer, multiscale=False,
                         frame_interval=3600)
-    results = {}
+    replays = 0
+    replay = torch.cuda.CUDAGraph.replay
+
+    def counted(graph):  # the real replay, counted: a step that replays its graph passes here
+        nonlocal replays
+        replays += 1
+        return replay(graph)
+
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counted)
+    results, replayed = {}, {}
     for graphs in (True, False):
+        replays = 0
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             final = list(stylize(content, style, replace(settings, cuda_graphs=graphs)))[-1]
         assert not [w for w in caught if "CUDA graph" in str(w.message)]
         assert not final.message
-        results[graphs] = final.losses["total"], distances(final.image, content, style, settings)
-    print(optimizer, results)
+        results[graphs], replayed[graphs] = (final.losses["total"], distances(final.image, content, style, settings)), replays
+    print(optimizer, results, replayed)
+    # one scale of 60 steps: each step's evaluation replays the graph captured before the first (both
+    # optimisers evaluate once a step), and nothing replays without graphs
+    assert replayed[True] >= settings.steps and replayed[False] == 0, replayed
     assert results[True][0] == pytest.approx(results[False][0], rel=0.05)
     for term in ("style", "content"):
         assert results[True][1][term] == pytest.approx(results[False][1][term], rel=0.05)

@@ -12,6 +12,8 @@ from nst.objective import Objective
 from nst.runtime import Runtime
 from nst.vgg import load_model
 
+from .conftest import painted_side_changed_more
+
 SETTINGS = Settings(size=128, steps=30, frame_interval=3600)
 
 
@@ -60,6 +62,8 @@ def test_a_mask_of_another_size_is_resized_and_a_brush_layer_gives_its_alpha(con
     assert mask.getpixel((2, 2)) == 255 and mask.getpixel((30, 2)) == 0
     final = list(stylize(content, style, replace(SETTINGS, steps=3), mask=mask))[-1]
     assert final.done and not final.message and final.image.size == (128, 85)
+    assert painted_side_changed_more(final.image, content)
+
 
 
 def test_an_unreadable_mask_is_refused():

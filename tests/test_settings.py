@@ -5,13 +5,14 @@ and the app's defaults and limits are read from what they do, not from the decla
 """
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 import pytest
 
 import app
-from nst import Settings, SettingsError
+from nst import Settings, SettingsError, WeightsError, stylize
 from nst.__main__ import build_parser
 from nst.__main__ import main as cli
 from nst.settings import declarations, format_number, settings_table
@@ -26,7 +27,16 @@ def _cli_refusal(capsys, *flags) -> str:
     with pytest.raises(SystemExit) as exit:
         cli([*PAIR[:2], "-o", str(Path(__file__).resolve().parent / "unused.png"), *flags])  # refused before it writes
     assert exit.value.code == 2
-    return capsys.readouterr().err.strip()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def _engine_refusal(**values) -> str:
+    """What the engine says to these settings: Settings refuses most; a weights file, the run that loads it."""
+    with pytest.raises((SettingsError, WeightsError)) as refusal:
+        settings = Settings(**values).validated()
+        next(stylize(EXAMPLES / "chelsea.jpg", EXAMPLES / "starry_night.jpg", replace(settings, size=64, steps=1)))
+    return str(refusal.value)
 
 
 def _app_refusal(**values) -> str:
@@ -35,12 +45,35 @@ def _app_refusal(**values) -> str:
     return refusal.value.message
 
 
+# For each setting without a low-to-high range or a list of choices: a value refused, as the engine
+# (Settings), the CLI's flags and the app's API take it, and what each refusal says. The CLI offers
+# --flag and --no-flag for a true-or-false setting, so argparse refuses any other value.
+REFUSALS = {
+    "style_layers": (("relu9_9",), ["--style-layers", "relu9_9"], ["relu9_9"],
+                     dict.fromkeys(("engine", "CLI", "app"), "unknown style layer 'relu9_9'; choose one of relu1_1")),
+    "style_layer_weights": ((1e7,) * 5, ["--style-layer-weights", *["1e7"] * 5], [1e7] * 5,
+                            dict.fromkeys(("engine", "CLI", "app"), "style layer weights must be a number from 0 to 1000000")),
+    "style_blend": ((1e7,), ["--style-blend", "1e7"], [1e7],
+                    dict.fromkeys(("engine", "CLI", "app"), "style blend must be a number from 0 to 1000000")),
+    "multiscale": ("yes", ["--multiscale=yes"], "yes",
+                   {"engine": "multiscale must be true or false", "CLI": "argument --multiscale/--no-multiscale: ignored explicit "
+                    "argument 'yes'", "app": "multiscale must be true or false"}),
+    "cuda_graphs": ("yes", ["--cuda-graphs=yes"], "yes",
+                    {"engine": "cuda graphs must be true or false", "CLI": "argument --cuda-graphs/--no-cuda-graphs: ignored "
+                     "explicit argument 'yes'"}),
+    "device": ("tpu", ["--device", "tpu"], "tpu", dict.fromkeys(("engine", "CLI"), "unknown device 'tpu'; use auto, cpu, cuda")),
+    "weights": ("nowhere.safetensors", ["--weights", "nowhere.safetensors"], "nowhere.safetensors",
+                {"engine": "weights file not found: nowhere.safetensors", "CLI": "weights file not found: nowhere.safetensors",
+                 "app": "unknown weights 'nowhere.safetensors'; choose one of embedded, imagenet"}),
+}
+
+
 def _range_in(message: str) -> str:
     match = re.search(r"from (\S+) to (\S+),", message)
     if match:
         return f"{match.group(1)} to {match.group(2)}"
-    match = re.search(r"choose one of (.*)$", message)
-    return match.group(1) if match else message
+    match = re.search(r"choose one of (.*)$", message) or re.search(r"must be (true or false)", message)
+    return match.group(1) if match else message.removeprefix("python -m nst: error: ")
 
 
 def test_cli_engine_and_app_agree_on_every_setting(capsys):
@@ -77,9 +110,17 @@ def test_cli_engine_and_app_agree_on_every_setting(capsys):
             assert engine_range == cli_range == ", ".join(spec.shown or spec.choices), name
             assert name not in api or app_range == engine_range, name
             assert name not in api or [value for _, value in api[name].choices] == list(spec.shown or spec.choices), name
-        else:
-            engine_range = cli_range = declared.describe(short=True) or "text"
-            app_range = (", ".join(app.SERVER_WEIGHTS) if name == "weights" else engine_range) if name in api else "(server's)"
+        else:  # lists, true-or-false and free text: a refusal through each face, as each says it
+            engine_value, cli_flags, app_value, said = REFUSALS[name]
+            engine_message = _engine_refusal(**{name: engine_value})
+            cli_message = _cli_refusal(capsys, *cli_flags)
+            app_message = _app_refusal(**{name: app_value}) if name in api else "(server's)"
+            for face, message in (("engine", engine_message), ("CLI", cli_message), ("app", app_message)):
+                assert face == "app" and name not in api or said[face] in message, (name, face, message)
+            engine_range, cli_range, app_range = (_range_in(message) for message in (engine_message, cli_message, app_message))
+            if spec.low is not None:  # numbers, each in its range
+                assert engine_range == cli_range == f"{format_number(spec.low)} to {format_number(spec.high)}", name
+                assert name not in api or app_range == engine_range, name
         if name == "weights":
             assert [value for _, value in api[name].choices] == app.SERVER_WEIGHTS
         rows.append(f"| `{name}` | {_shown(engine_default)} | {_shown(cli_default)} | {_shown(app_default)} | {_shown(engine_range)} | "
