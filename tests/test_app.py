@@ -16,6 +16,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+import handlers
+import server_policy
 from nst import Settings, save_png, settings_from_picture
 
 from . import raw_http
@@ -46,7 +48,7 @@ def test_blocks_expose_stylize_and_stop():
 
 
 def test_stop_reaches_the_running_and_the_waiting_runs_of_its_session_only():
-    stops = app.StopRequests()
+    stops = handlers.StopRequests()
     with stops.running("tab") as running:
         waiting = [stops.arm("tab"), stops.arm("tab")]  # two more clicks on Stylize while it runs
         other = stops.arm("another tab")
@@ -61,10 +63,10 @@ def test_stop_reaches_the_running_and_the_waiting_runs_of_its_session_only():
 
 
 def test_style_strength_is_the_style_weight_on_a_log_scale():
-    assert app.strength_to_weight(app.DEFAULT_STRENGTH) == Settings().style_weight
-    weights = [app.strength_to_weight(strength) for strength in range(1, 11)]
-    assert all(later / earlier == pytest.approx(app.STRENGTH_FACTOR) for earlier, later in zip(weights, weights[1:]))
-    assert app.weight_to_strength(app.strength_to_weight(7.5)) == pytest.approx(7.5)
+    assert handlers.strength_to_weight(handlers.DEFAULT_STRENGTH) == Settings().style_weight
+    weights = [handlers.strength_to_weight(strength) for strength in range(1, 11)]
+    assert all(later / earlier == pytest.approx(handlers.STRENGTH_FACTOR) for earlier, later in zip(weights, weights[1:]))
+    assert handlers.weight_to_strength(handlers.strength_to_weight(7.5)) == pytest.approx(7.5)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +176,7 @@ def test_a_good_request_still_succeeds_after_bad_ones(client, tmp_path):
 
 @pytest.mark.server
 def test_a_run_past_the_time_limit_stops_and_keeps_its_picture(client, monkeypatch):
-    monkeypatch.setattr(app, "JOB_SECONDS", 1.0)
+    monkeypatch.setattr(server_policy, "JOB_SECONDS", 1.0)
     picture, status, progress, _ = client.predict(**pair(), steps=1000, size=96, api_name="/stylize")
     assert "stopped at the time limit of 1.0 s" in status and progress["done"]
     assert max(Image.open(picture).size) == 96
@@ -214,7 +216,7 @@ def test_stylize_is_an_mcp_tool_with_its_arguments_explained(server_url):
 
 
 def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
-    settings = Settings(size=384, steps=77, style_weight=app.strength_to_weight(7.5), content_weight=10.0, seed=5,
+    settings = Settings(size=384, steps=77, style_weight=handlers.strength_to_weight(7.5), content_weight=10.0, seed=5,
                         style_layers=("relu1_1", "relu3_1"), preserve_colors="luminance").validated()
     picture = tmp_path / "result.png"
     save_png(Image.new("RGB", (8, 8)), picture, settings)
