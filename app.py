@@ -97,7 +97,8 @@ with GuardedBlocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SEC
                                               "or take the second style (Advanced). On an example, the painted part shows in pink; "
                                               "brushing starts a new mask.")
                 mask = gr.Image(type="filepath", format="png", image_mode="L", visible=False, elem_id="mask")
-            painted_example = gr.Dropdown(EXAMPLE_BRUSHES, value="", label="Style only on", visible=False)
+            # Any name reaches canvas, which refuses the unknown ones in its own words.
+            painted_example = gr.Dropdown(EXAMPLE_BRUSHES, value="", label="Style only on", visible=False, allow_custom_value=True)
             examples = gr.Examples(example_rows(), inputs=[content_image, style_image, style_strength, size, painted_example],
                                    cache_examples=False, fn=example_canvas, outputs=[painting, mask], run_on_click=True,
                                    label="Examples (click one, then Stylize)", elem_id="examples")
