@@ -46,8 +46,13 @@ def _flag(parser: argparse.ArgumentParser, declared: Declared) -> None:
     parser.add_argument(f"--{declared.name.replace('_', '-')}", **options)
 
 
+def program_name() -> str:
+    """The command as the user ran it: `nst` when installed as a command, else `python -m nst`."""
+    return "nst" if Path(sys.argv[0]).stem == "nst" else "python -m nst"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m nst", description="Neural style transfer (Gatys et al.) with a pretrained VGG19.")
+    parser = _Parser(prog=program_name(), description="Neural style transfer (Gatys et al.) with a pretrained VGG19.")
     parser.add_argument("content", help="the photo whose arrangement is kept")
     parser.add_argument("styles", nargs="+", metavar="style", help="one or more style images (paintings)")
     parser.add_argument("-o", "--output", required=True,

@@ -15,6 +15,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+import handlers
+import server_policy
 from nst import Settings, save_png, settings_from_picture
 
 from . import raw_http
@@ -45,7 +47,7 @@ def test_blocks_expose_stylize_and_stop():
 
 
 def test_stop_reaches_the_running_and_the_waiting_runs_of_its_session_only():
-    stops = app.StopRequests()
+    stops = handlers.StopRequests()
     with stops.running("tab") as running:
         waiting = [stops.arm("tab"), stops.arm("tab")]  # two more clicks on Stylize while it runs
         other = stops.arm("another tab")
@@ -60,10 +62,10 @@ def test_stop_reaches_the_running_and_the_waiting_runs_of_its_session_only():
 
 
 def test_style_strength_is_the_style_weight_on_a_log_scale():
-    assert app.strength_to_weight(app.DEFAULT_STRENGTH) == Settings().style_weight
-    weights = [app.strength_to_weight(strength) for strength in range(1, 11)]
-    assert all(later / earlier == pytest.approx(app.STRENGTH_FACTOR) for earlier, later in zip(weights, weights[1:]))
-    assert app.weight_to_strength(app.strength_to_weight(7.5)) == pytest.approx(7.5)
+    assert handlers.strength_to_weight(handlers.DEFAULT_STRENGTH) == Settings().style_weight
+    weights = [handlers.strength_to_weight(strength) for strength in range(1, 11)]
+    assert all(later / earlier == pytest.approx(handlers.STRENGTH_FACTOR) for earlier, later in zip(weights, weights[1:]))
+    assert handlers.weight_to_strength(handlers.strength_to_weight(7.5)) == pytest.approx(7.5)
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +138,9 @@ BAD_INPUTS = [
     ({"style": None}, "Add a style image"),
     ({"style_weight": math.nan}, "style weight must be a number from 0 to 100000"),
     ({"content_weight": math.inf}, "content weight must be a number"),
-    ({"steps": -5}, f"steps must be a whole number from 1 to {app.LIMITS['steps']}"),
+    ({"steps": -5}, f"steps must be a whole number from 1 to {server_policy.LIMITS['steps']}"),
     ({"steps": 2.5}, "steps must be a whole number"),
-    ({"size": 100000}, f"size must be a whole number from 64 to {app.LIMITS['size']}"),
+    ({"size": 100000}, f"size must be a whole number from 64 to {server_policy.LIMITS['size']}"),
     ({"size": "big"}, "size must be a whole number"),
     ({"style_layers": []}, "at least one style layer"),
     ({"style_layers": ["relu1_1", "fc7"]}, "unknown style layer 'fc7'"),
@@ -173,7 +175,7 @@ def test_a_good_request_still_succeeds_after_bad_ones(client, tmp_path):
 
 @pytest.mark.server
 def test_a_run_past_the_time_limit_stops_and_keeps_its_picture(client, monkeypatch):
-    monkeypatch.setattr(app, "JOB_SECONDS", 1.0)
+    monkeypatch.setattr(server_policy, "JOB_SECONDS", 1.0)
     picture, status, progress, _ = client.predict(**pair(), steps=1000, size=96, api_name="/stylize")
     assert "stopped at the time limit of 1.0 s" in status and progress["done"]
     assert max(Image.open(picture).size) == 96
@@ -213,7 +215,7 @@ def test_stylize_is_an_mcp_tool_with_its_arguments_explained(server_url):
 
 
 def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
-    settings = Settings(size=384, steps=77, style_weight=app.strength_to_weight(7.5), content_weight=10.0, seed=5,
+    settings = Settings(size=384, steps=77, style_weight=handlers.strength_to_weight(7.5), content_weight=10.0, seed=5,
                         style_layers=("relu1_1", "relu3_1"), preserve_colors="luminance").validated()
     picture = tmp_path / "result.png"
     save_png(Image.new("RGB", (8, 8)), picture, settings)
@@ -221,7 +223,7 @@ def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
     too_large = replace(settings, size=2048, style_blend=(0.25, 0.75)).validated(style_count=2)
     save_png(Image.new("RGB", (8, 8)), tmp_path / "large.png", too_large)
     restored = dict(zip([*app.RESTORED, "status"], app.restore_settings(str(tmp_path / "large.png"))))
-    assert restored["size"] == app.LIMITS["size"] and "lowered" in restored["status"] and restored["second_style_share"] == 0.75
+    assert restored["size"] == server_policy.LIMITS["size"] and "lowered" in restored["status"] and restored["second_style_share"] == 0.75
     assert values["style_strength"] == 7.5 and values["content_weight_log"] == 1.0
     assert (values["size"], values["steps"], values["seed"]) == (384, 77, 5)
     assert values["style_layers"] == ["relu1_1", "relu3_1"] and values["preserve_colors"] == "luminance"

@@ -10,6 +10,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from PIL import Image
 
+import app
 from nst import Settings, images, save_png
 
 from .conftest import EXAMPLES, engine_is_busy, engine_is_idle
@@ -52,15 +53,25 @@ def _set_slider(page, elem_id: str, value: int) -> None:
     box.fill(str(value))
     box.press("Enter")
     expect(box).to_have_value(str(value))
-    page.wait_for_timeout(300)  # an example's own values, if still on their way, would land by now
-    expect(box).to_have_value(str(value))
 
 
-def _fill_from_first_example(page, size: int | None = None, steps: int | None = None) -> None:
-    page.locator("tbody tr").first.click()
-    # in the input boxes, not the example table's thumbnails: the example's values, sliders included, have arrived
-    expect(page.locator("#content img[src*=chelsea]")).to_be_visible(timeout=10_000)
-    expect(page.locator("#style img[src*=starry_night]")).to_be_visible(timeout=10_000)
+def _example(content: str, style: str) -> tuple[int, float, int]:
+    """The examples table's row of a pair, with its style strength and size."""
+    index, row = next((index, row) for index, row in enumerate(app.example_rows())
+                      if Path(row[0]).stem == content and Path(row[1]).stem == style)
+    return index, row[2], row[3]
+
+
+def _fill_from_example(page, content: str = "chelsea", style: str = "graf1", size: int | None = None, steps: int | None = None) -> None:
+    """Click an example and wait until its values are in the inputs; then set `size` and `steps`."""
+    index, strength, example_size = _example(content, style)
+    page.get_by_text("Advanced", exact=True).click()  # where the size and the steps are
+    page.locator("#examples tbody tr").nth(index).click()
+    # in the input boxes, not the example table's thumbnails
+    expect(page.locator(f"#content img[src*={content}]")).to_be_visible(timeout=10_000)
+    expect(page.locator(f"#style img[src*={style}]")).to_be_visible(timeout=10_000)
+    expect(page.locator("#strength input[type=number]")).to_have_value(f"{strength:g}", timeout=10_000)
+    expect(page.locator("#size input[type=number]")).to_have_value(str(example_size), timeout=10_000)
     if size:
         _set_slider(page, "size", size)
     if steps:
@@ -98,15 +109,42 @@ def test_page_loads(page):
     page.screenshot(path=SCREENSHOTS / "1-loaded.png", full_page=True)
 
 
+def _on_arrival(browser, server_url, width: int, height: int, screens: int, name: str) -> tuple[dict, dict]:
+    """Where Stylize and the result lie on a fresh page in a window of this size (px from the page's top),
+    with a screenshot of its first `screens` screens; the brush and the expert controls start closed."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.goto(server_url)
+    expect(page.get_by_role("button", name="Stylize")).to_be_visible()
+    page.wait_for_function("[...document.images].every(image => image.complete)")  # the thumbnails have their size
+    expect(page.locator("#painting")).to_be_hidden()
+    expect(page.locator("#steps")).to_be_hidden()
+    scrolled = page.evaluate("window.scrollY")
+    stylize, result = (page.locator(elem_id).bounding_box() for elem_id in ("#stylize", "#result"))
+    shown = min(screens * height, page.evaluate("document.documentElement.scrollHeight"))
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True, clip={"x": 0, "y": 0, "width": width, "height": shown})
+    context.close()
+    return ({**stylize, "y": stylize["y"] + scrolled}, {**result, "y": result["y"] + scrolled})
+
+
+def test_stylize_and_the_result_are_in_sight_on_arrival(browser, server_url):
+    stylize, result = _on_arrival(browser, server_url, 1400, 900, 1, "first-screen")
+    assert stylize["y"] + stylize["height"] <= 900 and result["y"] <= 900, (stylize, result)  # both on a laptop's first screen
+    stylize, result = _on_arrival(browser, server_url, 390, 844, 2, "phone")
+    assert stylize["y"] <= 2 * 844 and result["y"] >= stylize["y"] + stylize["height"], (stylize, result)  # Stylize, then the result
+
+
 def test_example_fills_the_inputs(page):
-    _fill_from_first_example(page)
-    expect(page.locator("#steps input[type=number]")).to_have_value(str(Settings().steps))
-    expect(page.locator("#size input[type=number]")).to_have_value("512")
+    _, strength, size = _example("chelsea", "graf1")
+    assert strength != app.DEFAULT_STRENGTH and size != Settings().size  # so that the page's defaults cannot pass for them
+    _fill_from_example(page, "chelsea", "graf1")
+    expect(page.locator("#strength input[type=number]")).to_have_value(f"{strength:g}")
+    expect(page.locator("#size input[type=number]")).to_have_value(str(size))
     page.screenshot(path=SCREENSHOTS / "2-example.png", full_page=True)
 
 
 def test_stylize_streams_full_size_pictures_and_a_growing_loss_plot(page):
-    _fill_from_first_example(page, size=256, steps=40)
+    _fill_from_example(page, size=256, steps=40)
     page.get_by_role("button", name="Stylize").click()
     expect(page.locator("#status")).to_contain_text("128×85 px", timeout=30_000)
     picture = page.locator("#result img")
@@ -145,7 +183,7 @@ def test_a_dropped_result_png_restores_the_settings(page, tmp_path):
 
 
 def test_stop_keeps_the_picture_and_says_stopped_without_error_badges(page):
-    _fill_from_first_example(page, size=128, steps=1000)
+    _fill_from_example(page, size=128, steps=1000)
     for attempt in range(1, STOPS + 1):
         page.get_by_role("button", name="Stylize").click()
         expect(page.locator("#status")).to_contain_text("left", timeout=30_000)
@@ -162,7 +200,7 @@ def test_stop_keeps_the_picture_and_says_stopped_without_error_badges(page):
 
 
 def test_closing_the_tab_stops_the_work(page):
-    _fill_from_first_example(page, size=128, steps=1000)
+    _fill_from_example(page, size=128, steps=1000)
     page.get_by_role("button", name="Stylize").click()
     expect(page.locator("#status")).to_contain_text("left", timeout=30_000)
     assert engine_is_busy()
@@ -171,13 +209,11 @@ def test_closing_the_tab_stops_the_work(page):
 
 
 def test_a_brush_stroke_says_where_the_style_goes(page):
-    page.locator("tbody tr").nth(1).click()  # the astronaut, whose canvas comes with her photo
-    expect(page.locator("#content img[src*=astronaut]")).to_be_visible(timeout=10_000)
-    expect(page.locator("#style img[src*=hubble_deep_field]")).to_be_visible(timeout=10_000)
-    expect(page.locator("#size input[type=number]")).to_have_value("512")
-    _set_slider(page, "size", 128)
-    _set_slider(page, "steps", 30)
+    _, strength, _ = _example("astronaut", "hubble_deep_field")
+    assert strength != app.DEFAULT_STRENGTH  # so that waiting for it waits for the example
+    _fill_from_example(page, "astronaut", "hubble_deep_field", size=128, steps=30)  # her canvas comes with her photo
     _set_slider(page, "strength", 8)  # strongly, so that the painted band and the rest differ plainly at 128 px
+    page.get_by_text("Paint where the style goes (optional)").click()
     canvas = page.locator("#painting canvas").first
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()

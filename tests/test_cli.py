@@ -165,3 +165,14 @@ def test_a_mask_file_says_where_the_style_goes(tmp_path):
     assert cli.main([CONTENT, STYLE, str(EXAMPLES / "graf1.jpg"), "-o", str(tmp_path / "two.png"), "--mask", str(mask),
                      "--mask-feather", "4", "--size", "64", "--steps", "3", "--settings-from", str(blended)]) == 0
     assert Image.open(tmp_path / "two.png").size == (64, 43)
+
+
+@pytest.mark.parametrize("launcher, program", [("/usr/local/bin/nst", "nst"), (str(ROOT / "nst" / "__main__.py"), "python -m nst")])
+def test_help_and_refusals_name_the_command_as_it_was_run(monkeypatch, capsys, launcher, program):
+    monkeypatch.setattr(sys, "argv", [launcher])  # what the installed script and `python -m nst` put there
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["--help"])
+    assert exit.value.code == 0 and capsys.readouterr().out.startswith(f"usage: {program} [-h]")
+    with pytest.raises(SystemExit):
+        cli.main([CONTENT, STYLE, "-o", "out.bmp"])
+    assert capsys.readouterr().err.startswith(f"{program}: error: output must end in")

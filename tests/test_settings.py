@@ -12,6 +12,7 @@ import gradio as gr
 import pytest
 
 import app
+import server_policy
 from nst import Settings, SettingsError, WeightsError, stylize
 from nst.__main__ import build_parser
 from nst.__main__ import main as cli
@@ -41,7 +42,7 @@ def _engine_refusal(**values) -> str:
 
 def _app_refusal(**values) -> str:
     with pytest.raises(gr.Error) as refusal:
-        app.parse_request({"path": str(EXAMPLES / "chelsea.jpg")}, {"path": str(EXAMPLES / "starry_night.jpg")}, None, **values)
+        server_policy.parse_request({"path": str(EXAMPLES / "chelsea.jpg")}, {"path": str(EXAMPLES / "starry_night.jpg")}, None, **values)
     return refusal.value.message
 
 
@@ -98,10 +99,10 @@ def test_cli_engine_and_app_agree_on_every_setting(capsys):
             app_range = _range_in(_app_refusal(**{name: too_high})) if name in api else "(server's)"
             assert engine_range == f"{format_number(spec.low)} to {format_number(spec.high)}", name
             assert cli_range == engine_range, name
-            expected_app = f"{format_number(spec.low)} to {format_number(app.LIMITS.get(name, spec.high))}"
+            expected_app = f"{format_number(spec.low)} to {format_number(server_policy.LIMITS.get(name, spec.high))}"
             assert name not in api or app_range == expected_app, name
             if name in api:
-                assert (api[name].minimum, api[name].maximum) == (spec.low, app.LIMITS.get(name, spec.high)), name
+                assert (api[name].minimum, api[name].maximum) == (spec.low, server_policy.LIMITS.get(name, spec.high)), name
         elif spec.choices and declared.kind is str:
             engine_range = _range_in(str(pytest.raises(SettingsError, Settings(**{name: "bogus"}).validated).value))
             cli_message = _cli_refusal(capsys, f"--{name.replace('_', '-')}", "bogus")
@@ -122,7 +123,7 @@ def test_cli_engine_and_app_agree_on_every_setting(capsys):
                 assert engine_range == cli_range == f"{format_number(spec.low)} to {format_number(spec.high)}", name
                 assert name not in api or app_range == engine_range, name
         if name == "weights":
-            assert [value for _, value in api[name].choices] == app.SERVER_WEIGHTS
+            assert [value for _, value in api[name].choices] == server_policy.SERVER_WEIGHTS
         rows.append(f"| `{name}` | {_shown(engine_default)} | {_shown(cli_default)} | {_shown(app_default)} | {_shown(engine_range)} | "
                     f"{_shown(cli_range)} | {_shown(app_range)} |")
     OUTPUT.mkdir(exist_ok=True)

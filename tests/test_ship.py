@@ -19,6 +19,7 @@ from packaging.requirements import Requirement
 from PIL import Image
 
 import app
+import handlers
 from nst import __main__ as cli
 from nst import __version__ as nst_version
 
@@ -79,7 +80,7 @@ def test_every_example_pair_runs_in_the_app(server_url):
     for content, style, strength, _, painted in app.example_rows():
         mask = handle_file(str(EXAMPLES / "masks" / f"{painted}.png")) if painted else None
         picture, status, *_ = client.predict(content=handle_file(content), style=handle_file(style), steps=2, size=64,
-                                             style_weight=app.strength_to_weight(strength), mask=mask, api_name="/stylize")
+                                             style_weight=handlers.strength_to_weight(strength), mask=mask, api_name="/stylize")
         assert "done" in status
         assert max(Image.open(picture).size) == 64
 
