@@ -52,12 +52,14 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     Images are PIL images of any mode, or files or bytes, taken as `images.open_image` takes them.
     `mask` (any size; a PIL image is taken as it is, a file or bytes as `images.open_mask` reads them)
     says where the style goes: white takes the first style; black keeps the photo, or takes the
-    second style when there are two; grey blends.
+    second style when there are two; grey blends. With one style, each picture shown is the photo
+    and the optimised picture blended through the (feathered) mask.
 
     Frames come at most every `settings.frame_interval` seconds, and always at the end (`done`).
     Closing the generator stops the work at the frame it is paused on; no VGG pass runs after that.
     `on_step(step, picture)`, if given, is called after every step with the picture being optimised
-    (at the current scale, RGB in [0, 1]). It is the picture tensor itself, not a copy: the run goes on from what on_step leaves in it.
+    (at the current scale, RGB in [0, 1], before any photo is put back). It is the picture tensor
+    itself, not a copy: the run goes on from what on_step leaves in it.
     """
     content, styles = images.open_image(content, "content image"), images.open_styles(styles)
     if not styles:
@@ -90,9 +92,15 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     last_frame = -math.inf
 
     output_size = (content_full.shape[-1], content_full.shape[-2])  # (width, height), as PIL has it
+    # With one style, every picture shown is the photo where the mask is black (blended through its
+    # feathered edge), sharp also while a coarse scale runs: the optimised picture drifts there.
+    photo_kept = mask_full is not None and len(styles) == 1
 
     def frame(picture: Tensor, done: bool, message: str = "", seconds_left: float = 0.0) -> Frame:
-        shown = images.to_pil(picture)
+        if photo_kept:
+            shown = images.to_pil(images.composite(images.resize(picture, tuple(content_full.shape[-2:])), content_full, mask_full))
+        else:
+            shown = images.to_pil(picture)
         if shown.size != output_size:  # a coarse scale, shown at the size of the result
             shown = shown.resize(output_size, Image.Resampling.BICUBIC)
         if colour_source is not None:

@@ -175,6 +175,12 @@ def load_mask(mask: Image.Image, size: tuple[int, int], feather: float, device: 
     return data.to(device=device, dtype=torch.float32) / 255.0
 
 
+def composite(picture: Tensor, photo: Tensor, mask: Tensor) -> Tensor:
+    """`picture` where `mask` is 1, `photo` where it is 0, blended in between (all at one size).
+    Where the mask is 1 the result is `picture` exactly."""
+    return mask * picture + (1 - mask) * photo
+
+
 def greyscale(image: Image.Image) -> Image.Image:
     """The brightness (Y of YCbCr, ITU-R BT.601) of an RGB image in all three channels, for VGG to read."""
     return image.convert("L").convert("RGB")

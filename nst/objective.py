@@ -41,9 +41,10 @@ class Objective:
     (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer"): at each style
     layer the mask is averaged down to the layer's grid, and the Gram matrix of the mask's region,
     sum over positions of m F F^T divided by sum of m, is matched to the first style's; that of the
-    rest (1 - m) to the second style's, or to nothing when there is one style, so that it stays the
-    photo. Each region's term counts by its share of the picture, so a painted stroke is pressed
-    toward the style as hard as a whole picture would be.
+    rest (1 - m) to the second style's, or to nothing when there is one style. Each region's term
+    counts by its share of the picture, so a painted stroke is pressed toward the style as hard as a
+    whole picture would be. With one style the picture still drifts where the mask is black (the
+    content term does not hold a region's colours); the engine shows the photo there.
     """
 
     def __init__(self, model, content: Tensor, styles: list[Tensor], settings: Settings, runtime: Runtime, mask: Tensor | None = None,
