@@ -22,8 +22,6 @@ from nst.runtime import reuse_freed_memory
 from nst.settings import declaration
 from server_policy import CACHE_SECONDS, CONCURRENCY, MAX_FILE_SIZE, QUEUE_SIZE, WEIGHT_CHOICES, GuardedBlocks, bounds, sweep_cache
 
-# Not used by the page, but reached as app.NAME by the tests.
-
 STYLESHEET = Path(__file__).resolve().with_name("app.css")
 # Public-domain paintings from five periods, one click each as the style (credits in examples/CREDITS.md).
 GALLERY = [("panel/codex_initial.jpg", "Codex Aboensis, 15th c."), ("starry_night.jpg", "Van Gogh, 1889"),
