@@ -36,7 +36,9 @@ from .vgg import load_model
 
 
 class Objective:
-    """The weighted loss terms of a picture at one scale: `objective(image)` -> {content, style, tv, total}.
+    """The weighted loss terms of a picture at one scale: `objective(image)` -> {content, style, tv, total};
+    `loss_and_gradient(image)` also leaves their gradient in image.grad, by exact tiles where
+    `settings.tile` says (`nst.tiles`).
 
     With a `mask` (1, 1, H, W) in [0, 1] at the picture's size, the style is matched region by region
     (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer"): at each style
@@ -123,13 +125,13 @@ class Objective:
                     activations = activations * self._grid(index, layer, mask, activations.shape[-2:])[0]
                 grams[index, layer] = losses.gram(losses.as_matrix(activations))
         tv = losses.total_variation(image) if settings.tv_weight else image.new_zeros(())
-        return self._terms(content, self._style(grams, features), tv)
+        return self._terms(content, self._style(grams, {layer: features[layer].shape[-2:] for layer in settings.style_layers}), tv)
 
-    def _style(self, grams: dict[tuple[int, str], Tensor], features=None, sizes=None) -> Tensor:
-        """The weighted style term from each region's Gram matrix at each style layer."""
+    def _style(self, grams: dict[tuple[int, str], Tensor], sizes: dict[str, tuple[int, int]]) -> Tensor:
+        """The weighted style term from each region's Gram matrix at each style layer, whose map has `sizes`."""
         layer_terms, betas = [], []
         for layer in self.settings.style_layers:
-            size = features[layer].shape[-2:] if features is not None else sizes[layer]
+            size = sizes[layer]
             for index, (mask, targets) in enumerate(self.regions):
                 gram, share = grams[index, layer], 1.0
                 positions = size[0] * size[1]
@@ -167,7 +169,7 @@ class Objective:
         # The style term's gradient with respect to each summed Gram matrix: what each tile's own Gram matrix is weighed by.
         fixed = {key: gram.detach().requires_grad_(True) for key, gram in grams.items()}
         with torch.enable_grad():
-            style = self._style(fixed, sizes=sizes)
+            style = self._style(fixed, sizes)
             weights = dict(zip(fixed, torch.autograd.grad(style, list(fixed.values())), strict=True))
         # Pass 2: each tile's surrogate, whose gradient is the loss's with respect to what the tile owns.
         if image.grad is None:
