@@ -126,7 +126,8 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
         optimizer = make_optimizer(settings.optimizer, image)
         last_good, last_good_step = image.detach().clone(), step
         values = {}
-        closure = runtime.accelerated(_closure(optimizer, objective, image, values), scale_steps)
+        # A tiled evaluation's passes are not captured as a CUDA graph.
+        closure = runtime.accelerated(_closure(optimizer, objective, image, values), scale_steps, capturable=objective.tiles is None)
 
         clock.start_scale(scale_index, time.perf_counter())
         for scale_step in range(1, scale_steps + 1):
@@ -226,13 +227,13 @@ def _finer(image: Tensor, content: Tensor, init: str) -> Tensor:
 
 
 def _closure(optimizer, objective: Objective, image: Tensor, values: dict[str, Tensor]) -> Callable[[], Tensor]:
-    """One evaluation: the loss terms into `values`, gradients into `image.grad`; returns the total."""
+    """One evaluation: the loss terms into `values`, gradients into `image.grad` (of the whole picture
+    at once, or tile by tile); returns the total."""
 
     def closure() -> Tensor:
         optimizer.zero_grad()
         values.clear()  # drop the last evaluation's autograd graph before building the next
-        values.update(objective(image))
-        values["total"].backward()
+        values.update(objective.loss_and_gradient(image))
         return values["total"]
 
     return closure

@@ -28,14 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import images, losses
+from . import images, losses, tiles
+from .optimizers import lbfgs_history
 from .runtime import Runtime, resolve_device
 from .settings import Settings
 from .vgg import load_model
 
 
 class Objective:
-    """The weighted loss terms of a picture at one scale: `objective(image)` -> {content, style, tv, total}.
+    """The weighted loss terms of a picture at one scale: `objective(image)` -> {content, style, tv, total};
+    `loss_and_gradient(image)` also leaves their gradient in image.grad, by exact tiles where
+    `settings.tile` says (`nst.tiles`).
 
     With a `mask` (1, 1, H, W) in [0, 1] at the picture's size, the style is matched region by region
     (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer"): at each style
@@ -53,17 +56,20 @@ class Objective:
         (default: the picture's)."""
         self.model, self.settings, self.runtime = model, settings, runtime
         self.layers = set(settings.style_layers) | {settings.content_layer}
+        # What a run holds for the whole picture besides a pass, which the tile's budget leaves room for.
+        held = tiles.held_bytes(*content.shape[-2:], lbfgs_history(content.numel()), settings.content_layer)
+        self.tiles = self._plan(content.shape[-2:], self.layers, held)
         style_side = round((style_reading_side or max(content.shape[-2:])) * settings.style_scale)
         with torch.inference_mode(), runtime.autocast():
-            self.content_target = self._features(content, [settings.content_layer])[settings.content_layer].float().clone()
+            target = self._whole_features(content, [settings.content_layer], self.tiles)[settings.content_layer]
+            self.content_target = target.to(torch.promote_types(target.dtype, torch.float32))
+            del target
             photo_texture = _energy(_gram_per_position(losses.as_matrix(self.content_target)))
             targets = []  # per style: its Gram matrices per position, A / M
             for style in styles:
                 scaled = images.resize(style, images.style_size(style.shape[-1], style.shape[-2], style_side))
-                features = self._features(scaled, {*settings.style_layers, settings.content_layer})
-                targets.append({layer: _gram_per_position(losses.as_matrix(features[layer])) for layer in features})
-        zero = torch.zeros_like(self.content_target)
-        self.alpha = settings.content_weight / max(float(losses.content_loss(zero, self.content_target)), 1e-12)
+                targets.append(self._style_grams(scaled, {*settings.style_layers, settings.content_layer}, held))
+        self.alpha = settings.content_weight / max(0.5 * float(torch.linalg.vector_norm(self.content_target)) ** 2, 1e-12)
         if mask is None:  # one region, the whole picture, matched to the blend of the styles
             blended = {layer: sum(blend * target[layer] for blend, target in zip(settings.style_blend, targets, strict=True))
                        for layer in targets[0]}
@@ -77,32 +83,128 @@ class Objective:
             for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True):
                 self.betas[index, layer] = settings.style_weight * weight * rho / max(_energy(grams[layer]), 1e-12)
 
+    def _plan(self, size, layers, held: float) -> tiles.Plan | None:
+        """The tiles of a picture of `size` (None: the whole picture at once), by `settings.tile`."""
+        element_size = 2 if self.runtime.precision == "bf16" else 4
+        side = tiles.choose_tile(self.settings.tile, *size, layers, self.runtime.device, held, element_size)
+        return None if side is None else tiles.plan(*size, layers, side)
+
     def _features(self, image: Tensor, layers) -> dict[str, Tensor]:
         return self.model(image, layers, self.runtime.winograd)
 
+    def _whole_features(self, image: Tensor, layers, plan: tiles.Plan | None) -> dict[str, Tensor]:
+        if plan is None:
+            return {layer: feature.clone() for layer, feature in self._features(image, layers).items()}
+        return tiles.features_of(image, layers, plan, self._features)
+
+    def _style_grams(self, style: Tensor, layers, held: float) -> dict[str, Tensor]:
+        """A style image's Gram matrices per position, A / M, at `layers`; by tiles where it is large."""
+        plan = self._plan(style.shape[-2:], layers, held)
+        if plan is None:
+            features = self._features(style, layers)
+            return {layer: _gram_per_position(losses.as_matrix(features[layer])) for layer in features}
+        sums, positions = {}, {}
+        for tile in plan:
+            features = self._features(tile.region(style), layers)
+            for layer in layers:
+                matrix = losses.as_matrix(tiles.core_features(plan, tile, layer, features[layer]))
+                sums[layer] = sums.get(layer, 0) + losses.gram(matrix)
+                positions[layer] = positions.get(layer, 0) + matrix.shape[1]
+        return {layer: sums[layer] / positions[layer] for layer in layers}
+
     def __call__(self, image: Tensor) -> dict[str, Tensor]:
+        """The loss terms of the whole picture at once (whatever `tile` says), differentiable."""
         settings = self.settings
         with self.runtime.autocast():
             features = self._features(image, self.layers)
         content = losses.content_loss(features[settings.content_layer], self.content_target)
-        layer_terms, betas = [], []
+        grams = {}
         for layer in settings.style_layers:
-            for index, (mask, grams) in enumerate(self.regions):
-                activations, share = features[layer], 1.0
+            for index, (mask, _) in enumerate(self.regions):
+                activations = features[layer]
                 if mask is not None:
-                    root, share, positions = self._grid(index, layer, mask, activations.shape[-2:])
-                    activations = activations * root
-                matrix = losses.as_matrix(activations)
-                filters = matrix.shape[0]
-                if mask is None:
-                    positions = matrix.shape[1]
-                layer_terms.append(share * losses.style_layer_loss(losses.gram(matrix), grams[layer] * positions, filters, positions))
-                betas.append(self.betas[index, layer])
-        style = losses.style_loss(layer_terms, betas)
+                    activations = activations * self._grid(index, layer, mask, activations.shape[-2:])[0]
+                grams[index, layer] = losses.gram(losses.as_matrix(activations))
         tv = losses.total_variation(image) if settings.tv_weight else image.new_zeros(())
-        total = losses.total_loss(content, style, tv, self.alpha, 1.0, settings.tv_weight)
-        return {"content": self.alpha * content, "style": style, "tv": settings.tv_weight * tv, "total": total}
+        return self._terms(content, self._style(grams, {layer: features[layer].shape[-2:] for layer in settings.style_layers}), tv)
 
+    def _style(self, grams: dict[tuple[int, str], Tensor], sizes: dict[str, tuple[int, int]]) -> Tensor:
+        """The weighted style term from each region's Gram matrix at each style layer, whose map has `sizes`."""
+        layer_terms, betas = [], []
+        for layer in self.settings.style_layers:
+            size = sizes[layer]
+            for index, (mask, targets) in enumerate(self.regions):
+                gram, share = grams[index, layer], 1.0
+                positions = size[0] * size[1]
+                if mask is not None:
+                    _, share, positions = self._grid(index, layer, mask, size)
+                layer_terms.append(share * losses.style_layer_loss(gram, targets[layer] * positions, gram.shape[0], positions))
+                betas.append(self.betas[index, layer])
+        return losses.style_loss(layer_terms, betas)
+
+    def _terms(self, content: Tensor, style: Tensor, tv: Tensor) -> dict[str, Tensor]:
+        total = losses.total_loss(content, style, tv, self.alpha, 1.0, self.settings.tv_weight)
+        return {"content": self.alpha * content, "style": style, "tv": self.settings.tv_weight * tv, "total": total}
+
+    def loss_and_gradient(self, image: Tensor) -> dict[str, Tensor]:
+        """The loss terms, with their gradient added into `image.grad`: of the whole picture at once,
+        or tile by tile (`nst.tiles`), exactly the same to float rounding."""
+        if self.tiles is None:
+            terms = self(image)
+            terms["total"].backward()
+            return terms
+        return self._tiled(image)
+
+    def _tiled(self, image: Tensor) -> dict[str, Tensor]:
+        settings, plan, picture = self.settings, self.tiles, image.detach()
+        # Pass 1: the sums of every term over the tiles' cores.
+        content, tv, grams = 0.0, 0.0, {}
+        with torch.no_grad():
+            for tile in plan:
+                piece = tile.region(picture)
+                parts = self._tile_sums(tile, piece)
+                content, tv = content + parts["content"], tv + parts["tv"]
+                for key, gram in parts["grams"].items():
+                    grams[key] = grams.get(key, 0) + gram
+        sizes = {layer: plan.size_at(layer) for layer in settings.style_layers}
+        # The style term's gradient with respect to each summed Gram matrix: what each tile's own Gram matrix is weighed by.
+        fixed = {key: gram.detach().requires_grad_(True) for key, gram in grams.items()}
+        with torch.enable_grad():
+            style = self._style(fixed, sizes)
+            weights = dict(zip(fixed, torch.autograd.grad(style, list(fixed.values())), strict=True))
+        # Pass 2: each tile's surrogate, whose gradient is the loss's with respect to what the tile owns.
+        if image.grad is None:
+            image.grad = torch.zeros_like(image)
+        for tile in plan:
+            piece = tile.region(picture).clone().requires_grad_(True)
+            with torch.enable_grad():
+                parts = self._tile_sums(tile, piece)
+                surrogate = self.alpha * parts["content"] + sum((weights[key] * gram).sum() for key, gram in parts["grams"].items())
+                if settings.tv_weight:
+                    surrogate = surrogate + settings.tv_weight * parts["tv"]
+                surrogate.backward()
+            tile.region(image.grad).add_(piece.grad)
+        return self._terms(content, style.detach(), tv)
+
+    def _tile_sums(self, tile: tiles.Tile, piece: Tensor) -> dict:
+        """A tile's share of each sum: content, the Gram matrices per region and style layer, total variation."""
+        settings, plan = self.settings, self.tiles
+        with self.runtime.autocast():
+            features = self._features(piece, self.layers)
+        layer = settings.content_layer
+        target = self.content_target[(..., *plan.global_core(tile, layer, self.content_target.shape[-2:]))]
+        content = losses.content_loss(tiles.core_features(plan, tile, layer, features[layer]), target)
+        grams = {}
+        for layer in settings.style_layers:
+            activations = tiles.core_features(plan, tile, layer, features[layer])
+            for index, (mask, _) in enumerate(self.regions):
+                weighed = activations
+                if mask is not None:
+                    root = self._grid(index, layer, mask, plan.size_at(layer))[0]
+                    weighed = activations * root[(..., *plan.global_core(tile, layer, root.shape[-2:]))]
+                grams[index, layer] = losses.gram(losses.as_matrix(weighed))
+        tv = tiles.total_variation_sum(plan, tile, piece) / (plan.height * plan.width) if settings.tv_weight else piece.new_zeros(())
+        return {"content": content, "grams": grams, "tv": tv}
 
     def _grid(self, index: int, layer: str, mask: Tensor, size) -> tuple[Tensor, Tensor, Tensor]:
         """A region's mask on a layer's grid: its square root (to weigh the features), its share of

@@ -13,8 +13,9 @@ from torch import Tensor
 
 from .settings import Settings, resolve_device
 
-# Above this long side memory comes before speed on CPU: no Winograd convolutions (their transformed
-# filters are large), and `use_memory_policy` hands freed blocks back to the system at once.
+# Above this long side, with `tile` off, memory comes before speed on CPU: no Winograd convolutions
+# (their transformed filters are large), and `use_memory_policy` hands freed blocks back to the system
+# at once. With tiles a pass's memory is set by the tile (`nst.tiles`), so the fast path serves every size.
 LARGE_PICTURE = 768
 # Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
 CUDA_GRAPH_MIN_STEPS = 10
@@ -32,7 +33,7 @@ class Runtime:
         device = resolve_device(settings.device)
         precision = resolve_precision(settings.precision, device)
         winograd = device.type == "cpu" and precision == "fp32" and (
-            settings.winograd == "on" or settings.winograd == "auto" and settings.size <= LARGE_PICTURE)
+            settings.winograd == "on" or settings.winograd == "auto" and (settings.tile != "off" or settings.size <= LARGE_PICTURE))
         return cls(device, precision, winograd, settings.cuda_graphs and device.type == "cuda")
 
     def autocast(self) -> torch.autocast:
@@ -43,9 +44,9 @@ class Runtime:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-    def accelerated(self, closure: Callable[[], Tensor], steps: int) -> Callable[[], Tensor]:
+    def accelerated(self, closure: Callable[[], Tensor], steps: int, capturable: bool = True) -> Callable[[], Tensor]:
         """The closure as one replayed CUDA graph, where that pays (see `replayed`)."""
-        return replayed(closure) if self.cuda_graphs and steps >= CUDA_GRAPH_MIN_STEPS else closure
+        return replayed(closure) if capturable and self.cuda_graphs and steps >= CUDA_GRAPH_MIN_STEPS else closure
 
 
 # oneDNN's instruction sets below AVX512_CORE_BF16, as ONEDNN_MAX_CPU_ISA names them
@@ -104,9 +105,10 @@ def replayed(closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
     return replay
 
 
-def use_memory_policy(size: int) -> None:
-    """The allocator policy for a process that makes pictures of this long side (see LARGE_PICTURE)."""
-    if size > LARGE_PICTURE:
+def use_memory_policy(size: int, tile: str = "off") -> None:
+    """The allocator policy for a process that makes pictures of this long side (see LARGE_PICTURE):
+    with tiles, whose passes allocate the same sizes tile after tile, freed memory is reused at any size."""
+    if size > LARGE_PICTURE and tile == "off":
         limit_heap_growth()
     else:
         reuse_freed_memory()

@@ -30,6 +30,7 @@ INITS = ("content", "noise", "style")
 COLOR_MODES = ("none", "luminance", "histogram")
 PRECISIONS = ("auto", "fp32", "bf16")
 WINOGRAD = ("auto", "on", "off")
+TILES = ("auto", "off")
 OTHER_LAYERS = "also conv and pool layers by name (conv4_2, pool5, ...)"
 
 
@@ -61,7 +62,7 @@ class Settings:
     """Everything that shapes a result, and how it is computed. Defaults make a good 512 px picture
     in under a minute on two CPU cores."""
 
-    size: int = _setting(512, "long side of the result, in px", low=64, high=2048)
+    size: int = _setting(512, "long side of the result, in px", low=64, high=8192)
     steps: int = _setting(80, "optimisation steps, over all scales", low=1, high=10_000)
     content_weight: float = _setting(1.0, "weight of the photo's arrangement: more keeps more of the photo", low=0, high=1000)
     style_weight: float = _setting(3.4, "weight of the painting's textures: more paints more", low=0, high=100_000)
@@ -88,7 +89,11 @@ class Settings:
     device: str = _setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps", group="run")
     precision: str = _setting("auto", "auto: bf16 where the hardware runs it fast, else fp32", choices=PRECISIONS, group="run")
     weights: str = _setting("embedded", f"VGG19 weights: {describe_sources()}", group="run")
-    winograd: str = _setting("auto", "Winograd convolutions on CPU in fp32 (auto: up to 768 px)", choices=WINOGRAD, group="run")
+    winograd: str = _setting("auto", "Winograd convolutions on CPU in fp32 (auto: at every size, or up to 768 px with tile off)",
+                             choices=WINOGRAD, group="run")
+    tile: str = _setting("auto", "compute a large picture in exact tiles of this side, so that memory is set by the tile "
+                         "(auto: from the memory free; off: the whole picture at once)", choices=TILES, shown=TILES, low=64, high=8192,
+                         also="or a side in px, 64 to 8192", group="run")
     cuda_graphs: bool = _setting(True, "replay each step as one CUDA graph on CUDA", group="run")
     frame_interval: float = _setting(0.5, "seconds between progress frames (0: every step)", low=0, high=3600, group="run")
 
@@ -193,12 +198,25 @@ class Declared:
         elif kind is float:
             check_number(label, value, low, high)
             value = float(value)
+        elif spec.choices and spec.low is not None and value not in spec.choices:
+            value = self._choice_or_number(value, label)
         elif spec.choices:
             if value not in spec.choices:
                 raise SettingsError(f"unknown {label} {shown_value(value)}; choose one of {', '.join(spec.shown or spec.choices)}")
         elif not isinstance(value, str):
             raise SettingsError(f"{label} must be text, not {shown_value(value)}")
         return value
+
+    def _choice_or_number(self, value, label: str) -> str:
+        """A whole number in range, as text, for a setting that takes one of its choices or a number."""
+        spec = self.declaration
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        if number is None or not spec.low <= number <= spec.high:
+            raise SettingsError(f"{label} must be {' or '.join(spec.choices)}, or a whole number from {format_number(spec.low)} "
+                                f"to {format_number(spec.high)}, not {shown_value(value)}")
+        return str(number)
 
     def _check_list(self, value, counts: dict[str, int]) -> tuple:
         spec = self.declaration

@@ -52,7 +52,7 @@ def test_cli_save_every_and_two_styles(tmp_path):
     ([CONTENT, ROOT / "pyproject.toml"], "style image is not a readable image"),
     ([CONTENT, STYLE, "--style-layers", "relu9_9"], "unknown style layer 'relu9_9'"),
     ([CONTENT, STYLE, "--steps", "-1"], "steps must be a whole number from 1 to 10000"),
-    ([CONTENT, STYLE, "--size", "99999"], "size must be a whole number from 64 to 2048"),
+    ([CONTENT, STYLE, "--size", "99999"], "size must be a whole number from 64 to 8192"),
     ([CONTENT, STYLE, "--style-weight", "nan"], "style weight must be a number"),
     ([CONTENT, STYLE, "--content-weight", "-3"], "content weight must be a number from 0"),
     ([CONTENT, STYLE, "--style-blend", "1", "1"], "style blend: give 1 values"),

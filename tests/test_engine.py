@@ -293,7 +293,7 @@ def test_several_styles_blend_by_their_weights(content, style, second_style):
 
 @pytest.mark.parametrize("changes, message", [
     ({"steps": 0}, "steps must be a whole number from 1 to 10000"),
-    ({"size": 100000}, "size must be a whole number from 64 to 2048"),
+    ({"size": 100000}, "size must be a whole number from 64 to 8192"),
     ({"style_weight": float("nan")}, "style weight must be a number"),
     ({"content_weight": -1.0}, "content weight must be a number from 0"),
     ({"tv_weight": float("inf")}, "tv weight"),

@@ -1,0 +1,238 @@
+"""Exact tiles: the objective's loss and gradient of a large picture, one tile at a time.
+
+Every loss term is a sum over the positions of some layer: the content term's squared errors, a Gram
+matrix (sum of F F^T), a mask's region Gram (sum of m F F^T, over sum of m) and total variation's
+neighbour differences. So each tile owns the positions of its core at every layer and counts only
+those. It reads its core plus a margin of input as wide as the deepest layer's reach (70 px a side
+for relu5_1, rounded up to 80, the pooling grid of 16), so every position it owns is computed exactly
+as in the whole picture; core origins on multiples of the grid keep max pooling's windows where the
+whole picture has them; where a tile meets the picture's border, the picture's zero padding is the
+tile's.
+
+Pass 1 (no gradient) sums the Gram matrices and the loss over the tiles. Pass 2 runs each tile again
+with gradients against the summed Gram matrices held fixed: the tile's surrogate
+alpha * (its content sum) + sum_l <dE/dG_l, its own core Gram> + tv_weight * (its TV sum) has the
+whole picture's loss's gradient as its gradient with respect to everything the tile owns, and its
+whole input gradient (core and margin) is added into the picture's. Memory is one tile's
+activations plus what is held for the whole picture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .vgg import BLOCK_WIDTHS, LAYER_INDEX, LAYER_NAMES
+
+# The smallest core side a tile may have; `tile` refuses smaller.
+MIN_TILE = 64
+# On CPU, the most a tile's pass (forward and backward) may take: with what a 4096 px picture holds
+# besides (the picture, its gradient, L-BFGS's state, the content targets), a run stays within 6 GB.
+TILE_MEMORY_CAP = 2 * 2**30
+# Peak bytes of a forward and backward pass per input pixel and per channel-per-pixel of the network
+# (`_channels_per_pixel`), in float32, measured with /usr/bin/time -v on CPU.
+BYTES_PER_CHANNEL = 8.0
+# Picture-sized float32 tensors held besides L-BFGS's history: the picture, its gradient, L-BFGS's
+# state, the photo and its copy at the scale, the last good picture, the painting, frame buffers.
+HELD_PICTURES = 12
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile's core (the positions it owns) and what it reads, as (top, bottom, left, right) in px."""
+
+    core: tuple[int, int, int, int]
+    read: tuple[int, int, int, int]
+
+    def region(self, tensor: Tensor) -> Tensor:
+        top, bottom, left, right = self.read
+        return tensor[..., top:bottom, left:right]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The tiles of a (height, width) picture for a network run to `deepest`."""
+
+    height: int
+    width: int
+    rows: tuple[int, ...]  # core boundaries, from 0 to height
+    columns: tuple[int, ...]
+    margin: int
+    grid: int
+
+    def __iter__(self) -> Iterator[Tile]:
+        for top, bottom in zip(self.rows, self.rows[1:]):
+            for left, right in zip(self.columns, self.columns[1:]):
+                read = (max(0, top - self.margin), min(self.height, bottom + self.margin),
+                        max(0, left - self.margin), min(self.width, right + self.margin))
+                yield Tile((top, bottom, left, right), read)
+
+    def __len__(self) -> int:
+        return (len(self.rows) - 1) * (len(self.columns) - 1)
+
+    def size_at(self, layer: str) -> tuple[int, int]:
+        """The (height, width) of the whole picture's map at `layer`."""
+        stride = layer_stride(layer)
+        return _layer_size(self.height, stride), _layer_size(self.width, stride)
+
+    def core_of(self, tile: Tile, layer: str, features: Tensor) -> tuple[slice, slice]:
+        """The rows and columns of a tile's `features` at `layer` that the tile owns."""
+        stride = layer_stride(layer)
+        top, bottom, left, right = tile.core
+        read_top, _, read_left, _ = tile.read
+        rows = slice((top - read_top) // stride, (bottom - read_top) // stride if bottom < self.height else features.shape[-2])
+        columns = slice((left - read_left) // stride, (right - read_left) // stride if right < self.width else features.shape[-1])
+        return rows, columns
+
+    def global_core(self, tile: Tile, layer: str, size: tuple[int, int]) -> tuple[slice, slice]:
+        """The same positions in the whole picture's map at `layer`, of `size`."""
+        stride = layer_stride(layer)
+        top, bottom, left, right = tile.core
+        return (slice(top // stride, bottom // stride if bottom < self.height else size[0]),
+                slice(left // stride, right // stride if right < self.width else size[1]))
+
+
+def layer_stride(layer: str) -> int:
+    return 2 ** sum(name.startswith("pool") for name in LAYER_NAMES[: LAYER_INDEX[layer] + 1])
+
+
+def reach(layer: str) -> int:
+    """How far beyond its own input window a position at `layer` sees, in input px, on either side.
+
+    A position i of a layer of stride S sees the input [S i + low, S i + high]: a 3x3 convolution
+    widens that by S on each side, a 2x2 pooling doubles S and adds S to high.
+    """
+    stride, low, high = 1, 0, 0
+    for name in LAYER_NAMES[: LAYER_INDEX[layer] + 1]:
+        if name.startswith("conv"):
+            low, high = low - stride, high + stride
+        elif name.startswith("pool"):
+            stride, high = 2 * stride, high + stride
+    return max(-low, high - stride + 1)
+
+
+def margin_and_grid(layers: Collection[str]) -> tuple[int, int]:
+    """The input margin a tile reads around its core for these layers, on their pooling grid, and the grid."""
+    grid = max(layer_stride(layer) for layer in layers)
+    return math.ceil(max(reach(layer) for layer in layers) / grid) * grid, grid
+
+
+def plan(height: int, width: int, layers: Collection[str], tile: int) -> Plan | None:
+    """Tiles with cores of about `tile` px (on the grid, spread evenly), or None where one tile is the picture."""
+    margin, grid = margin_and_grid(layers)
+    tile = max(grid, tile // grid * grid)
+    if height <= tile and width <= tile:
+        return None
+    return Plan(height, width, _boundaries(height, tile, grid), _boundaries(width, tile, grid), margin, grid)
+
+
+def _boundaries(length: int, tile: int, grid: int) -> tuple[int, ...]:
+    count = math.ceil(length / tile)
+    return tuple(round(k * length / (count * grid)) * grid for k in range(count)) + (length,)
+
+
+def _channels_per_pixel(deepest: str) -> float:
+    """Channels per input pixel that a pass to `deepest` computes: its work, and its activations' size."""
+    total, stride, channels = 0.0, 1, 3
+    for name in LAYER_NAMES[: LAYER_INDEX[deepest] + 1]:
+        if name.startswith("conv"):
+            channels = BLOCK_WIDTHS[int(name[4]) - 1]
+        elif name.startswith("pool"):
+            stride *= 2
+        if not name.startswith("relu"):
+            total += channels / stride**2
+    return total
+
+
+def pass_bytes(pixels: int, deepest: str, element_size: int = 4) -> float:
+    """Peak memory of a forward and backward pass over `pixels` input pixels to `deepest`."""
+    return pixels * _channels_per_pixel(deepest) * BYTES_PER_CHANNEL * element_size / 4
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for this run: on CUDA the device's free memory, else the system's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * TILE_MEMORY_CAP  # not Linux: the cap decides
+
+
+def tile_budget(device: torch.device, held: float) -> float:
+    """What one tile's pass may take: half of what is free besides `held`; on CPU at most TILE_MEMORY_CAP."""
+    free = max(0.0, (available_memory(device) - held) / 2)
+    return free if device.type == "cuda" else min(TILE_MEMORY_CAP, free)
+
+
+def held_bytes(height: int, width: int, history: int, content_layer: str) -> float:
+    """What a run holds for the whole picture besides a pass: picture-sized tensors, L-BFGS's
+    history pairs, the content target."""
+    picture = 3 * height * width * 4
+    target = BLOCK_WIDTHS[int(content_layer[4]) - 1] * height * width / layer_stride(content_layer) ** 2 * 4 \
+        if content_layer[4].isdigit() else 0
+    return (HELD_PICTURES + 2 * history) * picture + target
+
+
+def choose_tile(setting: str, height: int, width: int, layers: Collection[str], device: torch.device, held: float,
+                element_size: int = 4) -> int | None:
+    """The tile's core side for a picture, or None for the whole picture at once: `setting` is "off",
+    a side in px, or "auto": the whole picture when its pass fits the budget (`tile_budget`), else
+    the largest square tile, margins included, that does."""
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return int(setting)
+    deepest = max(layers, key=LAYER_INDEX.__getitem__)
+    budget = tile_budget(device, held)
+    if pass_bytes(height * width, deepest, element_size) <= budget:
+        return None
+    margin, grid = margin_and_grid(layers)
+    side = math.isqrt(int(budget / pass_bytes(1, deepest, element_size)))  # the side read, margins included
+    return max(MIN_TILE, (side - 2 * margin) // grid * grid)
+
+
+def features_of(image: Tensor, layers: Collection[str], tiles: Plan, run) -> dict[str, Tensor]:
+    """The whole picture's activations at `layers`, made tile by tile (no gradient). `run(piece, layers)`
+    runs the network."""
+    out: dict[str, Tensor] = {}
+    for tile in tiles:
+        features = run(tile.region(image), layers)
+        for layer in layers:
+            piece = features[layer]
+            if layer not in out:
+                out[layer] = piece.new_empty((1, piece.shape[1], *tiles.size_at(layer))).contiguous(memory_format=torch.channels_last)
+            rows, columns = tiles.core_of(tile, layer, piece)
+            out[layer][(..., *tiles.global_core(tile, layer, tuple(out[layer].shape[-2:])))] = piece[..., rows, columns]
+    return out
+
+
+def _layer_size(length: int, stride: int) -> int:
+    while stride > 1:
+        length, stride = length // 2, stride // 2
+    return length
+
+
+def core_features(tiles: Plan, tile: Tile, layer: str, features: Tensor) -> Tensor:
+    rows, columns = tiles.core_of(tile, layer, features)
+    return features[..., rows, columns]
+
+
+def total_variation_sum(tiles: Plan, tile: Tile, piece: Tensor) -> Tensor:
+    """The squared differences between each pixel of the core and its right and lower neighbours."""
+    top, bottom, left, right = tile.core
+    read_top, read_bottom, read_left, read_right = tile.read
+    piece = piece.to(torch.promote_types(piece.dtype, torch.float32))
+    core_rows = slice(top - read_top, bottom - read_top)
+    core_columns = slice(left - read_left, right - read_left)
+    across = piece[..., core_rows, left - read_left: min(right, read_right - 1) - read_left + 1]
+    down = piece[..., top - read_top: min(bottom, read_bottom - 1) - read_top + 1, core_columns]
+    return (across[..., :, 1:] - across[..., :, :-1]).pow(2).sum() + (down[..., 1:, :] - down[..., :-1, :]).pow(2).sum()

@@ -1,0 +1,157 @@
+"""Exact tiles (nst/tiles.py): the tiled loss and gradient against the whole picture's.
+
+Errors are measured against a float64 whole-picture reference (shared/DESIGN.md: floating point
+differs between CPUs). Measured on a Xeon with AVX-512 (largest error / largest value of the pixel
+gradient): in float64 the tiles agree with the whole picture to 5e-16 with direct convolutions and
+4e-15 with Winograd's (which differs from the direct path by as much); in float32 both paths are
+within 2e-6 of float64 in the loss, and within 1e-6 (direct) or 2.2e-4 (Winograd) in the gradient's
+norm, tiled and whole alike: a unit near a ReLU or max-pooling kink moves its share of the gradient
+to another pixel on one path and not the other (tests/test_winograd.py).
+"""
+
+from dataclasses import replace
+
+import numpy
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nst import Settings, SettingsError, images, stylize, tiles
+from nst.__main__ import main as cli
+from nst.engine import scale_settings
+from nst.objective import Objective
+from nst.optimizers import lbfgs_history
+from nst.runtime import Runtime
+from nst.vgg import VGG19Features, load_model
+from nst.weights import load_weights
+
+from .conftest import EXAMPLES
+
+FLOAT64_BOUND = 1e-12
+FLOAT32_LOSS_BOUND = 1e-5
+FLOAT32_GRADIENT_BOUND = 1e-3  # relative to the gradient's norm
+
+
+@pytest.fixture(scope="module")
+def model64():
+    return VGG19Features(load_weights("embedded")).double().to(memory_format=torch.channels_last)
+
+
+def _evaluate(model, content, styles, mask, settings, winograd, tile, dtype):
+    settings = replace(settings, tile=tile).validated(style_count=len(styles))
+    runtime = Runtime(torch.device("cpu"), "fp32", winograd, False)
+    objective = Objective(model, content.to(dtype), [style.to(dtype) for style in styles], settings, runtime,
+                          None if mask is None else mask.to(dtype))
+    assert (objective.tiles is None) == (tile == "off")
+    picture = (content + 0.1 * torch.randn(content.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    image = picture.to(dtype).requires_grad_(True)
+    terms = objective.loss_and_gradient(image)
+    return {name: float(value.detach()) for name, value in terms.items()}, image.grad.double()
+
+
+def _loss_error(terms, expected):
+    return max(abs(terms[name] - expected[name]) / abs(expected[name]) for name in expected if expected[name])
+
+
+def _pictures(content, style, second_style, size, masked):
+    """The photo cropped to `size` (height, width), the styles at 128 px, and a mask with a soft vertical edge, left white."""
+    height, width = size
+    tensor = images.load_tensor(content, max(width, round(height * 1.5)), "cpu")[..., :height, :width].contiguous()
+    styles = [images.load_tensor(style, 128, "cpu"), images.load_tensor(second_style, 128, "cpu")][: 2 if masked == "two styles" else 1]
+    mask = None
+    if masked:
+        mask = torch.zeros(1, 1, height, width)
+        mask[..., : width // 2] = 1
+        mask = F.avg_pool2d(mask, 9, 1, 4, count_include_pad=False)
+    return tensor, styles, mask
+
+
+# Small pictures, for float64 convolutions are slow: tiles of 64 px with margins of 80 px (40 at a coarse scale).
+CASES = {  # (height, width), tile, winograd, mask, settings
+    "content, style and tv; 4 tiles in a row": ((64, 224), "64", False, None, Settings(tv_weight=0.5)),
+    "Winograd; a mask and two styles; 2 x 2 tiles": ((96, 128), "64", True, "two styles", Settings()),
+    "a mask and one style; a coarse scale's layers; 2 x 3 tiles": ((96, 192), "64", False, "one style",
+                                                                   scale_settings(Settings(tv_weight=2.0).validated(), False)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_tiles_give_the_whole_pictures_loss_and_gradient_in_float64(case, model64, content, style, second_style):
+    size, tile, winograd, masked, settings = CASES[case]
+    tensor, styles, mask = _pictures(content, style, second_style, size, masked)
+    expected, expected_gradient = _evaluate(model64, tensor, styles, mask, settings, False, "off", torch.float64)
+    terms, gradient = _evaluate(model64, tensor, styles, mask, settings, winograd, tile, torch.float64)
+    assert _loss_error(terms, expected) <= FLOAT64_BOUND
+    assert float((gradient - expected_gradient).abs().max() / expected_gradient.abs().max()) <= FLOAT64_BOUND
+
+
+def test_tiles_in_float32_are_as_close_to_float64_as_the_whole_picture(model64, content, style, second_style):
+    tensor, styles, mask = _pictures(content, style, second_style, (128, 192), "one style")
+    settings = Settings(tv_weight=0.5)
+    expected, expected_gradient = _evaluate(model64, tensor, styles, mask, settings, False, "off", torch.float64)
+    model = VGG19Features(load_weights("embedded")).to(memory_format=torch.channels_last)
+    for tile in ("off", "64"):
+        terms, gradient = _evaluate(model, tensor, styles, mask, settings, True, tile, torch.float32)
+        assert _loss_error(terms, expected) <= FLOAT32_LOSS_BOUND, tile
+        assert float((gradient - expected_gradient).norm() / expected_gradient.norm()) <= FLOAT32_GRADIENT_BOUND, tile
+
+
+def test_a_picture_made_in_tiles_is_the_whole_pictures_without_a_seam(content, style):
+    settings = Settings(size=128, steps=10, frame_interval=3600, precision="fp32")
+    made = {tile: numpy.asarray(list(stylize(content, style, replace(settings, tile=tile)))[-1].image, dtype=numpy.float64) / 255
+            for tile in ("off", "64")}
+    difference = numpy.abs(made["64"] - made["off"]).mean(axis=2)
+    assert difference.mean() < 1 / 255
+    plan = tiles.plan(*difference.shape, Settings().validated().style_layers, 64)
+    assert len(plan) == 4
+    seams = numpy.zeros(difference.shape, dtype=bool)
+    for boundary in plan.rows[1:-1]:
+        seams[boundary - 2: boundary + 2] = True
+    for boundary in plan.columns[1:-1]:
+        seams[:, boundary - 2: boundary + 2] = True
+    assert difference[seams].mean() <= 1.25 * difference[~seams].mean()
+
+
+def test_tile_cores_cover_the_picture_once_on_the_pooling_grid():
+    plan = tiles.plan(300, 451, ["relu1_1", "relu4_2", "relu5_1"], 100)
+    assert (plan.margin, plan.grid) == (80, 16)  # relu5_1 sees 70 px beyond its 16 px window on each side
+    owner = numpy.zeros((300, 451), dtype=int)
+    for tile in plan:
+        top, bottom, left, right = tile.core
+        assert top % 16 == 0 and left % 16 == 0 and tile.read[0] % 16 == 0 and tile.read[2] % 16 == 0
+        owner[top:bottom, left:right] += 1
+    assert (owner == 1).all()
+    assert tiles.margin_and_grid(["relu3_1", "relu4_2"]) == (40, 8)  # a coarse scale reads less
+    assert tiles.plan(300, 451, ["relu5_1"], 512) is None  # one tile is the whole picture
+
+
+def test_auto_leaves_a_default_picture_whole_and_tiles_a_print_size_one_within_its_budget(content, style):
+    settings = Settings().validated()
+    tensor = images.load_tensor(content, 512, "cpu")
+    assert Objective(load_model(), tensor, [images.load_tensor(style, 512, "cpu")], settings, Runtime.for_settings(settings)).tiles is None
+    layers = set(settings.style_layers) | {settings.content_layer}
+    held = tiles.held_bytes(2724, 4096, lbfgs_history(3 * 2724 * 4096), settings.content_layer)
+    side = tiles.choose_tile("auto", 2724, 4096, layers, torch.device("cpu"), held)
+    assert side is not None and side % 16 == 0
+    read = side + 2 * tiles.margin_and_grid(layers)[0]
+    budget = tiles.tile_budget(torch.device("cpu"), held)
+    assert side == tiles.MIN_TILE or tiles.pass_bytes(read**2, "relu5_1") <= budget <= tiles.TILE_MEMORY_CAP
+
+
+def test_l_bfgs_history_fits_beside_a_print_size_picture():
+    assert lbfgs_history(3 * 341 * 512) == 20  # nothing changes for a default picture
+    assert lbfgs_history(3 * 2724 * 4096) == 5
+    assert 2 * lbfgs_history(3 * 5448 * 8192) * 3 * 5448 * 8192 * 4 <= 1.5 * 2**30
+
+
+def test_the_tile_takes_auto_off_or_a_side_from_64_px(capsys):
+    assert Settings(tile=512).validated().tile == Settings(tile="512").validated().tile == "512"
+    assert Settings(tile="off").validated().tile == "off"
+    with pytest.raises(SettingsError, match="from 64 to 8192"):
+        Settings(tile=32).validated()
+    assert Settings(size=8192).validated().size == 8192
+    with pytest.raises(SystemExit) as exit:
+        cli([str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"), "-o", "unused.png", "--tile", "32"])
+    assert exit.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "tile must be auto or off, or a whole number from 64 to 8192, not '32'" in message
