@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if base.style_blend is not None and (len(base.style_blend) != len(args.styles) or args.mask):
             given.setdefault("style_blend", None)
         settings = replace(base, **given).validated(style_count=len(args.styles))
-        use_memory_policy(settings.size)
+        use_memory_policy(settings.size, settings.tile)
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]
         mask = open_mask(args.mask) if args.mask else None

@@ -105,7 +105,7 @@ def replayed(closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
     return replay
 
 
-def use_memory_policy(size: int, tile: str = "off") -> None:
+def use_memory_policy(size: int, tile: str) -> None:
     """The allocator policy for a process that makes pictures of this long side (see LARGE_PICTURE):
     with tiles, whose passes allocate the same sizes tile after tile, freed memory is reused at any size."""
     if size > LARGE_PICTURE and tile == "off":
