@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="save the run to OUTPUT.ckpt (out.png: out.png.ckpt) every SECONDS and on Ctrl-C, to continue it "
                         "with --resume; a finished run deletes it (default 300; 0: never)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run a checkpoint holds, with the same images "
-                        "and its settings (flags may change only where and how fast it runs)")
+                        "and its settings (a flag that changes the picture is refused; where and how fast it runs may change)")
     return parser
 
 
@@ -214,6 +214,8 @@ def _interrupted(interrupt: KeyboardInterrupt, frame, checkpoint_path: Path | No
             return "interrupted"
     except (OSError, CheckpointError) as error:
         return f"interrupted; no checkpoint saved: {getattr(error, 'strerror', None) or error}"
+    except KeyboardInterrupt:  # a second Ctrl-C while saving: the last whole checkpoint, if any, stays
+        return "interrupted again while saving: no checkpoint saved"
     command = [args.content, *args.styles, "-o", args.output, *(["--mask", args.mask] if args.mask else []),
                "--resume", str(checkpoint_path)]
     return f"interrupted after step {step}; saved {checkpoint_path}; to continue: {program_name()} {shlex.join(command)}"

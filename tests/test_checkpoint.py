@@ -1,3 +1,4 @@
+import _thread
 import json
 import re
 import os
@@ -5,6 +6,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 
 from nst import Settings, stylize
 from nst import __main__ as cli
-from nst.checkpoint import Checkpoint, CheckpointError, interrupts_wait_for_steps, marks_its_update, step_finished
+from nst.checkpoint import Checkpoint, CheckpointError, Interrupted, interrupts_wait_for_steps, marks_its_update, step_finished
 
 from .conftest import EXAMPLES, ROOT
 
@@ -58,6 +60,24 @@ def test_a_resumed_run_makes_the_uninterrupted_runs_picture(content, style, tmp_
         assert frames[0].elapsed > checkpoint.elapsed  # the elapsed time goes on from the checkpoint's
         assert frames[-1].done and frames[-1].seconds_left == 0 and all(frame.seconds_left > 0 for frame in frames[:-1])
         assert frames[-1].size == (106, 160)
+
+
+def test_ctrl_c_in_a_run_raises_interrupted_with_a_checkpoint_that_resumes_it(content, style, tmp_path):
+    settings = replace(TWO_SCALES, size=64, steps=6, frame_interval=3600)  # a frame only at the end: the interrupt lands in the run
+    _, whole = _run(content, style, settings)
+
+    def interrupt_soon(step, picture):
+        if step == 2:  # as Ctrl-C does, through the handler: in a step's evaluation, its update, or between steps
+            threading.Timer(0.05, _thread.interrupt_main).start()
+
+    with interrupts_wait_for_steps(), pytest.raises(Interrupted) as interrupted:
+        for _ in stylize(content, style, settings, on_step=interrupt_soon):
+            pass
+    checkpoint = interrupted.value.checkpoint
+    assert checkpoint is not None and 2 <= checkpoint.step < 6
+    checkpoint.save(tmp_path / "run.ckpt")
+    frames, resumed = _run(content, style, settings, resume=tmp_path / "run.ckpt")
+    assert frames[-1].step == 6 and torch.equal(resumed, whole)
 
 
 def test_a_checkpoint_resumes_only_the_same_images_and_settings(content, style, second_style, tmp_path):
@@ -108,8 +128,11 @@ def test_an_interrupt_during_an_update_waits_for_the_steps_end():
     evaluate = marks_its_update(lambda: torch.zeros(()))
     with interrupts_wait_for_steps():
         evaluate()  # the closure has returned: the optimiser updates its state
-        signal.raise_signal(signal.SIGINT)
-        sum(range(1000))  # Python code runs on: the interrupt waits
+        try:
+            signal.raise_signal(signal.SIGINT)
+            sum(range(1000))  # Python code runs on: the interrupt waits
+        except KeyboardInterrupt:
+            pytest.fail("an interrupt during the update was raised at once")
         with pytest.raises(KeyboardInterrupt):
             step_finished()
         step_finished()  # raised once
