@@ -2,6 +2,7 @@
 
 __version__ = "0.6.0"  # before the imports below: nst.provenance reads it
 
+from .checkpoint import Checkpoint, CheckpointError, Interrupted
 from .engine import Frame, stylize
 from .images import ImageError, open_image
 from .objective import distances
@@ -10,5 +11,5 @@ from .schedule import scale_schedule
 from .settings import Settings, SettingsError
 from .weights import WeightsError
 
-__all__ = ["Frame", "ImageError", "Settings", "SettingsError", "WeightsError", "distances", "open_image", "save_png",
-           "scale_schedule", "settings_from_picture", "stylize"]
+__all__ = ["Checkpoint", "CheckpointError", "Frame", "ImageError", "Interrupted", "Settings", "SettingsError", "WeightsError",
+           "distances", "open_image", "save_png", "scale_schedule", "settings_from_picture", "stylize"]

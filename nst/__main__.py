@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .checkpoint import Checkpoint, CheckpointError, Interrupted, interrupts_wait_for_steps
 from .engine import stylize
 from .images import ImageError, open_image, open_mask
 from .provenance import save_png, settings_from_picture
@@ -69,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-every", type=int, default=0, metavar="N", help="also write OUTPUT-stepN.png every N steps")
     parser.add_argument("--timelapse", metavar="PATH.webp", help="also write an animation of the picture forming (animated WebP)")
     parser.add_argument("--json", action="store_true", help="print one JSON line per frame to stdout")
+    parser.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                        help="save the run to OUTPUT.ckpt (out.png: out.png.ckpt) every SECONDS and on Ctrl-C, to continue it "
+                        "with --resume; a finished run deletes it (default 300; 0: never)")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run a checkpoint holds, with the same images "
+                        "and its settings (a flag that changes the picture is refused; where and how fast it runs may change)")
     return parser
 
 
@@ -80,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"output must end in {', '.join(OUTPUT_FORMATS)}: {output}")
     if args.save_every < 0:
         parser.error("--save-every must be 0 or more")
+    if not args.checkpoint_every >= 0:
+        parser.error("--checkpoint-every must be 0 or more seconds")
+    if args.resume and args.settings_from:
+        parser.error("--settings-from does not apply with --resume: the checkpoint holds the settings")
     if args.timelapse and Path(args.timelapse).suffix.lower() != ".webp":
         parser.error(f"--timelapse must end in .webp: {args.timelapse}")
     for path, what in [(output, "output")] + ([(Path(args.timelapse), "--timelapse")] if args.timelapse else []):
@@ -89,9 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     given = {declared.name: getattr(args, declared.name) for declared in declarations() if getattr(args, declared.name) is not None}
     if args.save_every:
         given.setdefault("frame_interval", 0.0)
-    progress = None  # made at the first frame, so that a refusal before it stays one line
+    progress = frame = resumed = None  # the bar is made at the first frame, so that a refusal before it stays one line
+    checkpoint_path = output.with_name(f"{output.name}.ckpt") if args.checkpoint_every else None
     try:
-        base = settings_from_picture(args.settings_from) if args.settings_from else Settings()
+        if args.resume:
+            resumed = Checkpoint.load(args.resume)
+            base = resumed.settings
+        else:
+            base = settings_from_picture(args.settings_from) if args.settings_from else Settings()
         # A picture's weights per style layer or style image belong to its layers and images: new ones
         # start equal. A mask takes no blend: it says where each style goes.
         if "style_layers" in given:
@@ -99,28 +116,41 @@ def main(argv: list[str] | None = None) -> int:
         if base.style_blend is not None and (len(base.style_blend) != len(args.styles) or args.mask):
             given.setdefault("style_blend", None)
         settings = replace(base, **given).validated(style_count=len(args.styles))
+        if resumed is not None:
+            _check_same_picture(resumed, settings, args.resume)
         use_memory_policy(settings.size, settings.tile)
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]
         mask = open_mask(args.mask) if args.mask else None
         timelapse = Timelapse() if args.timelapse else None
-        for frame in stylize(content, styles, settings, mask=mask):
-            if timelapse:
-                timelapse.add(frame.image)
-            if args.save_every and frame.step % args.save_every == 0 and not frame.done:
-                step_path = output.with_name(f"{output.stem}-step{frame.step}.png")
-                _write(parser, step_path, partial(frame.image.save, step_path))
-            progress = progress or tqdm(total=frame.steps, unit="step", file=sys.stderr, dynamic_ncols=True,
-                                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
-            progress.update(frame.step - progress.n)
-            progress.set_postfix_str(f"{frame.size[1]}x{frame.size[0]}, ~{frame.seconds_left:.0f} s left, "
-                                     f"loss {frame.losses['total']:.4g}")
-            if args.json:
-                _print_json(frame)
-    except (ImageError, SettingsError, WeightsError) as error:
+        if checkpoint_path is not None and checkpoint_path.exists() and not args.resume:
+            print(f"note: {checkpoint_path} holds an interrupted run; this run replaces it (continue that one with --resume)",
+                  file=sys.stderr)
+        next_checkpoint = time.monotonic() + args.checkpoint_every
+        with interrupts_wait_for_steps():
+            for frame in stylize(content, styles, settings, mask=mask, resume=resumed):
+                if checkpoint_path and not frame.done and time.monotonic() >= next_checkpoint:
+                    _save_checkpoint(frame.save_checkpoint, checkpoint_path)
+                    next_checkpoint = time.monotonic() + args.checkpoint_every
+                if timelapse:
+                    timelapse.add(frame.image)
+                if args.save_every and frame.step % args.save_every == 0 and not frame.done:
+                    step_path = output.with_name(f"{output.stem}-step{frame.step}.png")
+                    _write(parser, step_path, partial(frame.image.save, step_path))
+                progress = progress or tqdm(total=frame.steps, unit="step", file=sys.stderr, dynamic_ncols=True,
+                                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+                progress.update(frame.step - progress.n)
+                progress.set_postfix_str(f"{frame.size[1]}x{frame.size[0]}, ~{frame.seconds_left:.0f} s left, "
+                                         f"loss {frame.losses['total']:.4g}")
+                if args.json:
+                    _print_json(frame)
+    except (ImageError, SettingsError, WeightsError, CheckpointError) as error:
         parser.error(str(error))
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        if progress is not None:
+            progress.close()
+            progress = None
+        print(_interrupted(interrupt, frame, checkpoint_path, args), file=sys.stderr)
         return 130
     finally:
         if progress is not None:
@@ -132,10 +162,63 @@ def main(argv: list[str] | None = None) -> int:
     if timelapse:
         timelapse.finish(frame.image)
         _write(parser, Path(args.timelapse), partial(timelapse.save, args.timelapse))
+    if checkpoint_path is not None:  # the run has ended: nothing is left to resume
+        checkpoint_path.unlink(missing_ok=True)
     if frame.message:
         print(f"stopped early: {frame.message}; wrote {output}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_same_picture(resumed: Checkpoint, settings: Settings, path: str) -> None:
+    """CheckpointError unless the command line asks for the picture the checkpoint was making: as
+    many style images, and its settings (flags may repeat them, or change where and how fast it runs)."""
+    if resumed.style_count != len(settings.style_blend):
+        raise CheckpointError(f"{path} was made with {resumed.style_count} style image(s), not {len(settings.style_blend)}")
+    changed = [f"--{declared.name.replace('_', '-')} (the checkpoint's: {_shown(getattr(resumed.settings, declared.name))})"
+               for declared in declarations() if declared.declaration.group == "picture"
+               and getattr(settings, declared.name) != getattr(resumed.settings, declared.name)]
+    if changed:
+        raise CheckpointError(f"{path} continues with its own settings; these flags change them: {', '.join(changed)}")
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return " ".join(f"{item:.4g}" if isinstance(item, float) else str(item) for item in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _save_checkpoint(save: Callable[[Path], None], path: Path) -> None:
+    """Save a periodic checkpoint; one that cannot be written costs a line, not the run."""
+    try:
+        save(path)
+    except (OSError, CheckpointError) as error:
+        tqdm.write(f"could not save the checkpoint {path}: {getattr(error, 'strerror', None) or error}", file=sys.stderr)
+
+
+def _interrupted(interrupt: KeyboardInterrupt, frame, checkpoint_path: Path | None, args: argparse.Namespace) -> str:
+    """Save the checkpoint of an interrupted run; the line that says where it is and how to go on."""
+    if checkpoint_path is None:
+        return "interrupted"
+    try:
+        if isinstance(interrupt, Interrupted):  # in the run: its checkpoint is the last finished step's
+            if interrupt.checkpoint is None:
+                kept = f"; {args.resume} is as it was" if args.resume else ""
+                return f"interrupted before a step had finished: no checkpoint saved{kept}"
+            interrupt.checkpoint.save(checkpoint_path)
+            step = interrupt.checkpoint.step
+        elif frame is not None and not frame.done:  # while the run was paused at a frame
+            frame.save_checkpoint(checkpoint_path)
+            step = frame.step
+        else:
+            return "interrupted"
+    except (OSError, CheckpointError) as error:
+        return f"interrupted; no checkpoint saved: {getattr(error, 'strerror', None) or error}"
+    except KeyboardInterrupt:  # a second Ctrl-C while saving: the last whole checkpoint, if any, stays
+        return "interrupted again while saving: no checkpoint saved"
+    command = [args.content, *args.styles, "-o", args.output, *(["--mask", args.mask] if args.mask else []),
+               "--resume", str(checkpoint_path)]
+    return f"interrupted after step {step}; saved {checkpoint_path}; to continue: {program_name()} {shlex.join(command)}"
 
 
 def _unwritable(path: Path, what: str) -> str | None:

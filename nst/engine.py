@@ -6,7 +6,9 @@ What is optimised is in `nst.objective`, at which sizes in `nst.schedule`, where
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import images
+from .checkpoint import Checkpoint, CheckpointError, Interrupted, fingerprint, marks_its_update, step_finished, step_torn
 from .images import ImageError, ImageSource
 from .objective import Objective
 from .optimizers import make_optimizer
@@ -43,10 +46,19 @@ class Frame:
     message: str = ""
     size: tuple[int, int] = field(default=(0, 0))  # (height, width) of the picture being optimised
     seconds_left: float = 0.0  # to the end of the run, foretold by `nst.timeleft`; 0 when done
+    _checkpoint: Callable[[], Checkpoint] | None = field(default=None, repr=False, compare=False)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write the run as of this frame to `path` (`Checkpoint.save`), to continue it later with
+        `stylize(..., resume=path)`; while the run is paused at this frame (CheckpointError after)."""
+        if self._checkpoint is None:
+            raise CheckpointError("this frame ends its run: there is nothing to resume")
+        self._checkpoint().save(path)
 
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], settings: Settings = Settings(),
-            on_step: Callable[[int, Tensor], None] | None = None, mask: ImageSource | None = None) -> Iterator[Frame]:
+            on_step: Callable[[int, Tensor], None] | None = None, mask: ImageSource | None = None,
+            resume: Checkpoint | str | os.PathLike | None = None) -> Iterator[Frame]:
     """Optimise a picture with `content`'s arrangement in the style of `styles`, yielding Frames.
 
     Images are PIL images of any mode, or files or bytes, taken as `images.open_image` takes them.
@@ -60,7 +72,23 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     `on_step(step, picture)`, if given, is called after every step with the picture being optimised
     (at the current scale, RGB in [0, 1], before any photo is put back). It is the picture tensor
     itself, not a copy: the run goes on from what on_step leaves in it.
+
+    Long runs: each Frame can `save_checkpoint(path)`, and Ctrl-C (KeyboardInterrupt) in the run is
+    raised as `Interrupted`, whose `checkpoint` holds the run as of its last finished step.
+    `resume` (a Checkpoint or its file) continues such a run with the same images and the same
+    settings for the picture (CheckpointError otherwise) to the picture the run would have made;
+    frames go on from its step, and `elapsed` from its elapsed time. The run goes on in the
+    Checkpoint's own tensors (a copy would double a large picture's memory): load it again to
+    resume it again.
     """
+    progress = _Progress()
+    try:
+        yield from _stylize(content, styles, settings, on_step, mask, resume, progress)
+    except KeyboardInterrupt:
+        raise Interrupted(None if step_torn() else progress.checkpoint()) from None
+
+
+def _stylize(content, styles, settings: Settings, on_step, mask, resume, progress: _Progress) -> Iterator[Frame]:
     content, styles = images.open_image(content, "content image"), images.open_styles(styles)
     if not styles:
         raise ImageError("give at least one style image")
@@ -73,9 +101,15 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     settings = settings.validated(style_count=len(styles))
     if mask is not None and len(set(settings.style_blend)) > 1:
         raise SettingsError("a style blend does not apply with a mask: the mask says where each style goes")
+    progress.settings, progress.style_count = settings, len(styles)
+    progress.fingerprint = functools.cache(lambda: fingerprint(content, styles, mask))
+    if resume is not None:
+        resume = resume if isinstance(resume, Checkpoint) else Checkpoint.load(resume)
+        resume.check_resumes(settings, progress.fingerprint())
     runtime = Runtime.for_settings(settings)
     runtime.prepare()
-    started = time.perf_counter()
+    started = time.perf_counter() - (resume.elapsed if resume else 0.0)
+    progress.started = started
     model = load_model(settings.weights, settings.pooling, str(runtime.device))
     content_full, style_full, colour_source = _load(content, styles, settings, runtime.device)
     mask_full = None if mask is None else images.load_mask(mask, tuple(content_full.shape[-2:]), settings.mask_feather, runtime.device)
@@ -84,8 +118,12 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     health = _Health(runtime.device)
     sizes = [images.working_size(content_full.shape[-1], content_full.shape[-2], side, "content image") for side, _ in schedule]
     scales = [scale_settings(settings, index == len(schedule) - 1) for index in range(len(schedule))]
-    clock = TimeLeft([step_work(*size, _deepest(scale)) for size, scale in zip(sizes, scales)], [n for _, n in schedule],
-                     settings.frame_interval)
+    first_steps = [1] * len(schedule)  # each scale's first step to take: later than 1 in the scale a checkpoint resumes
+    if resume is not None:
+        first_steps[resume.scale] = _resumed_scale_step(resume, schedule, sizes)
+        first_steps[: resume.scale] = [n + 1 for _, n in schedule[: resume.scale]]
+    clock = TimeLeft([step_work(*size, _deepest(scale)) for size, scale in zip(sizes, scales)],
+                     [n - first + 1 for (_, n), first in zip(schedule, first_steps)], settings.frame_interval)
     image = last_good = None
     step = last_good_step = 0
     values: dict[str, Tensor] = {}
@@ -107,9 +145,17 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
             shown = images.with_chroma(shown, colour_source)
         return Frame(step, settings.steps, {name: float(value.detach()) for name, value in values.items()},
                      time.perf_counter() - started, shown, done, runtime.device.type, runtime.precision,
-                     message, tuple(picture.shape[-2:]), seconds_left)
+                     message, tuple(picture.shape[-2:]), seconds_left, None if done else progress.taker(step))
 
     for scale_index, (scaled_size, (_, scale_steps)) in enumerate(zip(sizes, schedule)):
+        if resume is not None and scale_index <= resume.scale:
+            step = resume.step
+            if first_steps[scale_index] > scale_steps:  # a scale the checkpoint had finished
+                if scale_index == resume.scale:
+                    image = resume.picture.to(runtime.device)
+                    last_good, last_good_step = image, step
+                    progress.at = (scale_index, step, image, lambda: resume.optimizer)
+                continue
         content_scaled = images.resize(content_full, scaled_size)
         mask_scaled = None if mask_full is None else F.interpolate(mask_full, size=scaled_size, mode="area")
         objective = Objective(model, content_scaled, style_full, scales[scale_index], runtime, mask_scaled,
@@ -117,23 +163,35 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
         if image is not None and (message := health.failure(image, step, last_good_step)):
             yield frame(last_good, True, message)
             return
-        if image is None:
+        if resume is not None and scale_index == resume.scale:
+            image = resume.picture.to(runtime.device)
+        elif image is None:
             image = _initial_image(settings.init, content_scaled, style_full[0], settings.seed)
         else:
             image = _finer(image.detach(), content_scaled, settings.init)
         # Contiguous, as L-BFGS flattens it; the channels-last weights make the activations channels-last.
         image = image.contiguous().requires_grad_(True)
         optimizer = make_optimizer(settings.optimizer, image)
+        if resume is not None and scale_index == resume.scale:
+            try:
+                optimizer.load_state_dict(resume.optimizer)
+            except (KeyError, TypeError, ValueError) as error:
+                raise CheckpointError(f"the checkpoint's optimiser state does not fit this run: {error}") from error
         last_good, last_good_step = image.detach().clone(), step
         values = {}
         # A tiled evaluation's passes are not captured as a CUDA graph.
         closure = runtime.accelerated(_closure(optimizer, objective, image, values), scale_steps, capturable=objective.tiles is None)
+        closure = marks_its_update(closure)
+        progress.at = (scale_index, step, image, optimizer.state_dict)
+        skipped = first_steps[scale_index] - 1  # steps of this scale taken before the checkpoint
 
         clock.start_scale(scale_index, time.perf_counter())
-        for scale_step in range(1, scale_steps + 1):
+        for scale_step in range(first_steps[scale_index], scale_steps + 1):
             optimizer.step(closure)
-            clock.step_done(scale_step, time.perf_counter())
+            clock.step_done(scale_step - skipped, time.perf_counter())
             step += 1
+            progress.at = (scale_index, step, image, optimizer.state_dict)
+            step_finished()
             health.record(step, values["total"])
             if on_step is not None:
                 on_step(step, image.detach())
@@ -145,8 +203,49 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
                 yield frame(last_good, True, message)
                 return
             last_good, last_good_step = image.detach().clone(), step
-            yield frame(last_good, final, seconds_left=clock.seconds_left(scale_step, now))
+            yield frame(last_good, final, seconds_left=clock.seconds_left(scale_step - skipped, now))
             clock.frame_shown(time.perf_counter() - now)
+
+
+class _Progress:
+    """Where a run stands, for its checkpoints: `at` is (scale index, step, picture, the optimiser's
+    state_dict), set where the picture and the optimiser's state are a finished step's (or a scale's start)."""
+
+    settings: Settings
+    style_count: int
+    fingerprint: Callable[[], str]
+    started: float
+    at: tuple[int, int, Tensor, Callable[[], dict]] | None = None
+
+    def checkpoint(self) -> Checkpoint | None:
+        if self.at is None:
+            return None
+        scale_index, step, image, optimizer_state = self.at
+        return Checkpoint(self.settings, self.fingerprint(), scale_index, step, time.perf_counter() - self.started,
+                          image.detach(), optimizer_state(), self.style_count)
+
+    def taker(self, step: int) -> Callable[[], Checkpoint]:
+        """The checkpoint of the run at `step`, for as long as the run stays there."""
+
+        def take() -> Checkpoint:
+            if self.at is None or self.at[1] != step:
+                raise CheckpointError(f"the run has gone on from step {step}: take a frame's checkpoint while the run is paused at it")
+            return self.checkpoint()
+
+        return take
+
+
+def _resumed_scale_step(resume: Checkpoint, schedule: list[tuple[int, int]], sizes: list[tuple[int, int]]) -> int:
+    """The first step to take in the scale `resume` was taken in, counted from 1 in that scale; CheckpointError
+    where the checkpoint does not fit the schedule."""
+    if not 0 <= resume.scale < len(schedule):
+        raise CheckpointError(f"the checkpoint's scale {resume.scale} is not in this run's {len(schedule)}")
+    before = sum(n for _, n in schedule[: resume.scale])
+    if not before <= resume.step <= before + schedule[resume.scale][1]:
+        raise CheckpointError(f"the checkpoint's step {resume.step} is not in its scale")
+    if tuple(resume.picture.shape[-2:]) != tuple(sizes[resume.scale]):
+        raise CheckpointError(f"the checkpoint's picture is {tuple(resume.picture.shape[-2:])} px, not its scale's {sizes[resume.scale]}")
+    return resume.step - before + 1
 
 
 def scale_settings(settings: Settings, last_scale: bool) -> Settings:

@@ -90,6 +90,25 @@ class LBFGS:
         self.previous_grad, self.previous_step = grad.clone(), direction
         return loss
 
+    def state_dict(self) -> dict:
+        """What a later LBFGS over a picture of the same size resumes from (`load_state_dict`): the
+        tensors themselves, not copies."""
+        return {"pairs": [list(pair) for pair in self.pairs], "inverse_curvature": self.inverse_curvature,
+                "mean_square": self.mean_square, "previous_grad": self.previous_grad, "previous_step": self.previous_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`'s state, on this picture's device."""
+        if len(state["pairs"]) > self.pairs.maxlen:
+            raise ValueError(f"{len(state['pairs'])} remembered pairs, more than this optimiser's {self.pairs.maxlen}")
+
+        def here(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.to(self.image.device)
+
+        self.pairs.clear()
+        self.pairs.extend(tuple(here(tensor) for tensor in pair) for pair in state["pairs"])
+        self.inverse_curvature, self.mean_square = here(state["inverse_curvature"]), here(state["mean_square"])
+        self.previous_grad, self.previous_step = here(state["previous_grad"]), here(state["previous_step"])
+
     def _remember(self, step: Tensor, grad_change: Tensor, diagonal: Tensor) -> None:
         curvature = step.dot(grad_change)
         if curvature > CURVATURE_TOLERANCE * step.norm() * grad_change.norm():

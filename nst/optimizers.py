@@ -28,6 +28,12 @@ class BoundedAdam:
     def zero_grad(self) -> None:
         self.adam.zero_grad()
 
+    def state_dict(self) -> dict:
+        return self.adam.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.adam.load_state_dict(state)
+
     def step(self, closure: Callable[[], Tensor]) -> Tensor:
         loss = self.adam.step(closure)
         with torch.no_grad():
