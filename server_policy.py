@@ -39,7 +39,7 @@ ZERO_GPU = _on_zero_gpu()
 
 # A shared CPU is slow: smaller pictures, fewer steps, and a time limit per picture (a run that takes
 # longer stops and keeps its picture).
-LIMITS = {"size": 2048 if ON_GPU else 1024, "steps": 2000 if ON_GPU else 1000}
+LIMITS = {"size": 4096 if ON_GPU else 1024, "steps": 2000 if ON_GPU else 1000}
 JOB_SECONDS = 600 if ON_GPU else 300
 MAX_FILE_SIZE = "10mb"
 QUEUE_SIZE = 8

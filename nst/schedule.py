@@ -10,15 +10,22 @@ MIN_SCALE_SHORT_SIDE = 64
 # Each scale gets this many times the steps of the next finer one, whose steps cost about four times
 # as much: so each scale takes about half the time of the next, and the finest most of the run.
 SCALE_SHARE_RATIO = 2
+# Scales above this long side add a print's detail: each gets as many steps as the last scale up to
+# it, not half as many, so a large picture is not the small one enlarged.
+DETAIL_SIDE = 1024
 # A coarse scale reads the painting at no less than this share of the result's long side: read at the
-# scale's own side, a coin of the painting is a blob that relu3_1 takes whole (docs/method.md).
+# scale's own side, a coin of the painting is a blob that relu3_1 takes whole (docs/method.md) ...
 COARSE_STYLE_READING = 0.5
+# ... and at no more than this many times its own side, so that a print's coarse scales see the
+# painting as a 512 px run's do.
+COARSE_STYLE_ENLARGING = 2
 
 
 def style_reading_side(side: int, size: int) -> int:
     """The long side at which a scale of `side` px, in a run whose result is `size` px, reads the
-    painting (before `style_scale`): its own side, or COARSE_STYLE_READING of `size` if larger."""
-    return max(side, round(size * COARSE_STYLE_READING))
+    painting (before `style_scale`): its own side, or COARSE_STYLE_READING of `size` if larger, up to
+    COARSE_STYLE_ENLARGING times its side."""
+    return max(side, min(round(size * COARSE_STYLE_READING), COARSE_STYLE_ENLARGING * side))
 
 
 def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0) -> list[tuple[int, int]]:
@@ -27,13 +34,14 @@ def scale_schedule(size: int, steps: int, multiscale: bool, aspect: float = 1.0)
     The sides grow geometrically from MIN_SCALE_SIDE, by at most 2x a scale (128, 256, 512 for 512;
     128, 222, 384 for 384); for a picture with a long side `aspect` times its short side, from where
     the short side is MIN_SCALE_SHORT_SIDE if that is larger (384, 512 at 6:1). Coarse scales cost a
-    fraction as much per step as the next, so they take the larger share of the steps.
+    fraction as much per step as the next, so each takes twice the steps of the next, up to
+    DETAIL_SIDE; the scales above it take as many as the last scale up to it.
     """
     coarsest = max(MIN_SCALE_SIDE, math.ceil(MIN_SCALE_SHORT_SIDE * aspect))
     count = math.ceil(math.log2(size / coarsest)) + 1 if multiscale and size > coarsest else 1
     sides = [round(size * (coarsest / size) ** ((count - 1 - i) / (count - 1))) for i in range(count - 1)] + [size]
     sides = sides[-steps:]
-    shares = [SCALE_SHARE_RATIO**i for i in range(len(sides) - 1, -1, -1)]
+    shares = [SCALE_SHARE_RATIO ** sum(finer <= DETAIL_SIDE for finer in sides[index + 1:]) for index in range(len(sides))]
     counts = [int(steps * share / sum(shares)) for share in shares]
     counts[-1] = steps - sum(counts[:-1])
     return [(side, n) for side, n in zip(sides, counts) if n > 0]

@@ -162,6 +162,8 @@ def test_multiscale_goes_coarse_to_fine_and_ends_at_the_requested_size(content, 
     assert [side for side, _ in scale_schedule(384, 100, True)] == [128, 222, 384]
     assert scale_schedule(128, 100, True) == [(128, 100)]
     assert sum(steps for _, steps in scale_schedule(1024, 301, True)) == 301
+    # a print's scales above 1024 px each take the 1024 px scale's steps, not half of them
+    assert scale_schedule(4096, 80, True, aspect=1.5) == [(128, 37), (256, 18), (512, 9), (1024, 4), (2048, 4), (4096, 8)]
     frames = list(stylize(content, style, replace(FAST, size=256, steps=8)))
     sides = [max(frame.size) for frame in frames]
     assert sides == sorted(sides) and sides[0] == 128 and sides[-1] == 256
@@ -191,9 +193,11 @@ def test_coarse_scales_take_the_style_from_the_layers_above_block_4():
     assert scale_settings(deep_only, last_scale=False) == deep_only
 
 
-def test_coarse_scales_read_the_painting_at_half_the_results_size_or_more(content, style):
+def test_coarse_scales_read_the_painting_at_half_the_results_size_or_more_up_to_twice_their_own(content, style):
     assert [style_reading_side(side, 512) for side, _ in scale_schedule(512, 80, True, aspect=1.5)] == [256, 256, 512]
     assert [style_reading_side(side, 384) for side, _ in scale_schedule(384, 80, True, aspect=1.5)] == [192, 222, 384]
+    # ... and at most twice their own size, as a 512 px run's: a print's 128 px scale does not read it at 2048 px
+    assert [style_reading_side(side, 4096) for side, _ in scale_schedule(4096, 80, True)] == [256, 512, 1024, 2048, 2048, 4096]
     settings = Settings().validated()
     runtime = Runtime.for_settings(replace(settings, winograd="off"))
     painting = images.load_style_tensor(style, 256, "cpu")
