@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -15,11 +18,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import distributed
 from .engine import stylize
 from .images import ImageError, open_image, open_mask
 from .provenance import save_png, settings_from_picture
 from .runtime import use_memory_policy
-from .settings import Declared, Settings, SettingsError, declarations
+from .settings import Declared, Settings, SettingsError, declarations, resolve_device
 from .timelapse import Timelapse
 from .weights import WeightsError
 
@@ -27,8 +31,8 @@ OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not the usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message: str) -> None:  # one line, not the usage block; under torchrun, from the first process alone
+        self.exit(2, f"{self.prog}: error: {message}\n" if distributed.first() else None)
 
 
 def _flag(parser: argparse.ArgumentParser, declared: Declared) -> None:
@@ -75,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    speaks = distributed.first()  # under torchrun, the first process alone writes and reports; the others only a failure
+    if not speaks:
+        warnings.simplefilter("ignore")
     output = Path(args.output)
     if output.suffix.lower() not in OUTPUT_FORMATS:
         parser.error(f"output must end in {', '.join(OUTPUT_FORMATS)}: {output}")
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.timelapse and Path(args.timelapse).suffix.lower() != ".webp":
         parser.error(f"--timelapse must end in .webp: {args.timelapse}")
     for path, what in [(output, "output")] + ([(Path(args.timelapse), "--timelapse")] if args.timelapse else []):
-        problem = _unwritable(path, what)
+        problem = _unwritable(path, what) if speaks else None
         if problem:
             parser.error(problem)
     given = {declared.name: getattr(args, declared.name) for declared in declarations() if getattr(args, declared.name) is not None}
@@ -99,12 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         if base.style_blend is not None and (len(base.style_blend) != len(args.styles) or args.mask):
             given.setdefault("style_blend", None)
         settings = replace(base, **given).validated(style_count=len(args.styles))
+        if distributed.launched():
+            _check_for_processes(settings)
+            distributed.start(resolve_device(settings.device))
+            signal.signal(signal.SIGTERM, partial(_ended_by_torchrun, parser.prog, speaks))
         use_memory_policy(settings.size, settings.tile)
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]
         mask = open_mask(args.mask) if args.mask else None
         timelapse = Timelapse() if args.timelapse else None
         for frame in stylize(content, styles, settings, mask=mask):
+            if not speaks:
+                continue
             if timelapse:
                 timelapse.add(frame.image)
             if args.save_every and frame.step % args.save_every == 0 and not frame.done:
@@ -119,12 +132,26 @@ def main(argv: list[str] | None = None) -> int:
                 _print_json(frame)
     except (ImageError, SettingsError, WeightsError) as error:
         parser.error(str(error))
+    except distributed.WorldError as error:  # nothing is written: the picture is not the whole run's
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # this line is the one said; torchrun's SIGTERM may follow
+        if progress is not None:
+            progress.close()
+            progress = None
+        print(f"{parser.prog}: error: process {distributed.rank()} of {distributed.world_size()}: {error}; nothing written",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        if speaks:
+            print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
         if progress is not None:
             progress.close()
+        if distributed.launched():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the one line would say nothing was written
+            distributed.stop()
+    if not speaks:
+        return 0
     if OUTPUT_FORMATS[output.suffix.lower()] == "PNG":
         _write(parser, output, partial(save_png, frame.image, output, settings))
     else:
@@ -136,6 +163,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped early: {frame.message}; wrote {output}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_for_processes(settings: Settings) -> None:
+    """What a run shared among torchrun's processes cannot take."""
+    if settings.tile == "off":
+        raise SettingsError("tile off computes the whole picture in every process: under torchrun, give tile auto or a side in px")
+    if settings.device.startswith("cuda:"):
+        raise SettingsError(f"device {settings.device} under torchrun: give auto or cuda; each process takes the GPU of its local rank")
+
+
+def _ended_by_torchrun(program: str, speaks: bool, *_) -> None:
+    """torchrun ends every process with SIGTERM when one of them fails: one line rather than a silent end."""
+    after_the_progress_bar = "\n" if speaks else ""
+    print(f"{after_the_progress_bar}{program}: error: process {distributed.rank()} of {distributed.world_size()}: ended by SIGTERM "
+          "(torchrun ends all the processes when one fails); nothing written", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def _unwritable(path: Path, what: str) -> str | None:
