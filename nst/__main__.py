@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -17,12 +20,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import Checkpoint, CheckpointError, Interrupted, interrupts_wait_for_steps
 from .engine import stylize
 from .images import ImageError, open_image, open_mask
 from .provenance import save_png, settings_from_picture
 from .runtime import use_memory_policy
-from .settings import Declared, Settings, SettingsError, declarations
+from .settings import Declared, Settings, SettingsError, declarations, resolve_device
 from .timelapse import Timelapse
 from .weights import WeightsError
 
@@ -30,8 +34,8 @@ OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not the usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message: str) -> None:  # one line, not the usage block; under torchrun, from the first process alone
+        self.exit(2, f"{self.prog}: error: {message}\n" if distributed.first() else None)
 
 
 def _flag(parser: argparse.ArgumentParser, declared: Declared) -> None:
@@ -83,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    speaks = distributed.first()  # under torchrun, the first process alone writes and reports; the others only a failure
+    if not speaks:
+        warnings.simplefilter("ignore")
     output = Path(args.output)
     if output.suffix.lower() not in OUTPUT_FORMATS:
         parser.error(f"output must end in {', '.join(OUTPUT_FORMATS)}: {output}")
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.timelapse and Path(args.timelapse).suffix.lower() != ".webp":
         parser.error(f"--timelapse must end in .webp: {args.timelapse}")
     for path, what in [(output, "output")] + ([(Path(args.timelapse), "--timelapse")] if args.timelapse else []):
-        problem = _unwritable(path, what)
+        problem = _unwritable(path, what) if speaks else None
         if problem:
             parser.error(problem)
     given = {declared.name: getattr(args, declared.name) for declared in declarations() if getattr(args, declared.name) is not None}
@@ -118,17 +125,23 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(base, **given).validated(style_count=len(args.styles))
         if resumed is not None:
             _check_same_picture(resumed, settings, args.resume)
+        if distributed.launched():
+            _check_for_processes(settings)
+            distributed.start(resolve_device(settings.device))
+            signal.signal(signal.SIGTERM, partial(_ended_by_torchrun, parser.prog, speaks))
         use_memory_policy(settings.size, settings.tile)
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]
         mask = open_mask(args.mask) if args.mask else None
         timelapse = Timelapse() if args.timelapse else None
-        if checkpoint_path is not None and checkpoint_path.exists() and not args.resume:
+        if checkpoint_path is not None and speaks and checkpoint_path.exists() and not args.resume:
             print(f"note: {checkpoint_path} holds an interrupted run; this run replaces it (continue that one with --resume)",
                   file=sys.stderr)
         next_checkpoint = time.monotonic() + args.checkpoint_every
         with interrupts_wait_for_steps():
             for frame in stylize(content, styles, settings, mask=mask, resume=resumed):
+                if not speaks:  # only the first of torchrun's processes writes and prints
+                    continue
                 if checkpoint_path and not frame.done and time.monotonic() >= next_checkpoint:
                     _save_checkpoint(frame.save_checkpoint, checkpoint_path)
                     next_checkpoint = time.monotonic() + args.checkpoint_every
@@ -146,15 +159,29 @@ def main(argv: list[str] | None = None) -> int:
                     _print_json(frame)
     except (ImageError, SettingsError, WeightsError, CheckpointError) as error:
         parser.error(str(error))
+    except distributed.WorldError as error:  # nothing is written: the picture is not the whole run's
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # this line is the one said; torchrun's SIGTERM may follow
+        if progress is not None:
+            progress.close()
+            progress = None
+        print(f"{parser.prog}: error: process {distributed.rank()} of {distributed.world_size()}: {error}; nothing written",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt as interrupt:
         if progress is not None:
             progress.close()
             progress = None
-        print(_interrupted(interrupt, frame, checkpoint_path, args), file=sys.stderr)
+        if speaks:
+            print(_interrupted(interrupt, frame, checkpoint_path, args), file=sys.stderr)
         return 130
     finally:
         if progress is not None:
             progress.close()
+        if distributed.launched():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the one line would say nothing was written
+            distributed.stop()
+    if not speaks:
+        return 0
     if OUTPUT_FORMATS[output.suffix.lower()] == "PNG":
         _write(parser, output, partial(save_png, frame.image, output, settings))
     else:
@@ -219,6 +246,22 @@ def _interrupted(interrupt: KeyboardInterrupt, frame, checkpoint_path: Path | No
     command = [args.content, *args.styles, "-o", args.output, *(["--mask", args.mask] if args.mask else []),
                "--resume", str(checkpoint_path)]
     return f"interrupted after step {step}; saved {checkpoint_path}; to continue: {program_name()} {shlex.join(command)}"
+
+
+def _check_for_processes(settings: Settings) -> None:
+    """What a run shared among torchrun's processes cannot take."""
+    if settings.tile == "off":
+        raise SettingsError("tile off computes the whole picture in every process: under torchrun, give tile auto or a side in px")
+    if settings.device.startswith("cuda:"):
+        raise SettingsError(f"device {settings.device} under torchrun: give auto or cuda; each process takes the GPU of its local rank")
+
+
+def _ended_by_torchrun(program: str, speaks: bool, *_) -> None:
+    """torchrun ends every process with SIGTERM when one of them fails: one line rather than a silent end."""
+    after_the_progress_bar = "\n" if speaks else ""
+    print(f"{after_the_progress_bar}{program}: error: process {distributed.rank()} of {distributed.world_size()}: ended by SIGTERM "
+          "(torchrun ends all the processes when one fails); nothing written", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def _unwritable(path: Path, what: str) -> str | None:

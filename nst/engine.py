@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from . import images
+from . import distributed, images
 from .checkpoint import Checkpoint, CheckpointError, Interrupted, fingerprint, marks_its_update, step_finished, step_torn
 from .images import ImageError, ImageSource
 from .objective import Objective
@@ -196,7 +196,8 @@ def _stylize(content, styles, settings: Settings, on_step, mask, resume, progres
             if on_step is not None:
                 on_step(step, image.detach())
             final, now = step == settings.steps, time.perf_counter()
-            if not final and now - last_frame < settings.frame_interval:
+            # With several processes, the first one's clock says when: a frame's check may end the run, in all alike.
+            if not distributed.agreed(final or now - last_frame >= settings.frame_interval):
                 continue
             last_frame = now
             if message := health.failure(image, step, last_good_step):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import images, losses, tiles
+from . import distributed, images, losses, tiles
 from .optimizers import lbfgs_history
 from .runtime import Runtime, resolve_device
 from .settings import Settings
@@ -58,10 +58,11 @@ class Objective:
         self.layers = set(settings.style_layers) | {settings.content_layer}
         # What a run holds for the whole picture besides a pass, which the tile's budget leaves room for.
         held = tiles.held_bytes(*content.shape[-2:], lbfgs_history(content.numel()), settings.content_layer)
-        self.tiles = self._plan(content.shape[-2:], self.layers, held)
+        own_plan = self._plan(content.shape[-2:], self.layers, held)
+        self.tiles = self._shared(own_plan, content.shape[-2:])
         style_side = round((style_reading_side or max(content.shape[-2:])) * settings.style_scale)
         with torch.inference_mode(), runtime.autocast():
-            target = self._whole_features(content, [settings.content_layer], self.tiles)[settings.content_layer]
+            target = self._whole_features(content, [settings.content_layer], own_plan)[settings.content_layer]
             self.content_target = target.to(torch.promote_types(target.dtype, torch.float32))
             del target
             photo_texture = _energy(_gram_per_position(losses.as_matrix(self.content_target)))
@@ -82,12 +83,32 @@ class Objective:
             rho = (_energy(grams[settings.content_layer]) / max(photo_texture, 1e-12)) ** 0.25 if against_the_photo else 1.0
             for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True):
                 self.betas[index, layer] = settings.style_weight * weight * rho / max(_energy(grams[layer]), 1e-12)
+        if distributed.active():
+            self._agree_with_the_first_process()
 
     def _plan(self, size, layers, held: float) -> tiles.Plan | None:
         """The tiles of a picture of `size` (None: the whole picture at once), by `settings.tile`."""
         element_size = 2 if self.runtime.precision == "bf16" else 4
         side = tiles.choose_tile(self.settings.tile, *size, layers, self.runtime.device, held, element_size)
         return None if side is None else tiles.plan(*size, layers, side)
+
+    def _shared(self, plan: tiles.Plan | None, size) -> tiles.Plan | None:
+        """With several processes (`nst.distributed`), tiles for each to have one where `plan` would
+        leave some without: where the picture would be one tile, or where `tile` is auto."""
+        processes = distributed.world_size()
+        if processes > 1 and (plan is None or self.settings.tile == "auto" and len(plan) < processes):
+            return tiles.shared_plan(*size, self.layers, processes)
+        return plan
+
+    def _agree_with_the_first_process(self) -> None:
+        """Every process computes the targets; the first one's style targets and weights are taken by
+        all, so that each computes the style term bit for bit alike (cuDNN's autotuning may choose
+        other convolutions on another GPU)."""
+        weights = torch.tensor([self.alpha, *self.betas.values()], dtype=torch.float64, device=self.runtime.device)
+        with torch.inference_mode():
+            distributed.broadcast([weights, *(grams[layer] for _, grams in self.regions for layer in self.settings.style_layers)])
+        self.alpha, *betas = weights.tolist()
+        self.betas = dict(zip(self.betas, betas, strict=True))
 
     def _features(self, image: Tensor, layers) -> dict[str, Tensor]:
         return self.model(image, layers, self.runtime.winograd)
@@ -157,25 +178,31 @@ class Objective:
 
     def _tiled(self, image: Tensor) -> dict[str, Tensor]:
         settings, plan, picture = self.settings, self.tiles, image.detach()
-        # Pass 1: the sums of every term over the tiles' cores.
-        content, tv, grams = 0.0, 0.0, {}
+        mine = distributed.share(plan)  # all of them in one process; with several, its share (nst.distributed)
+        # Pass 1: the sums of every term over the tiles' cores, then over the processes.
+        dtype = torch.promote_types(picture.dtype, torch.float32)
+        content, tv = picture.new_zeros((), dtype=dtype), picture.new_zeros((), dtype=dtype)
+        grams = {(index, layer): picture.new_zeros(targets[layer].shape, dtype=dtype)
+                 for layer in settings.style_layers for index, (_, targets) in enumerate(self.regions)}
         with torch.no_grad():
-            for tile in plan:
-                piece = tile.region(picture)
-                parts = self._tile_sums(tile, piece)
-                content, tv = content + parts["content"], tv + parts["tv"]
+            for tile in mine:
+                parts = self._tile_sums(tile, tile.region(picture))
+                content.add_(parts["content"])
+                tv.add_(parts["tv"])
                 for key, gram in parts["grams"].items():
-                    grams[key] = grams.get(key, 0) + gram
+                    grams[key].add_(gram)
+        distributed.all_reduce([content, tv, *grams.values()])
         sizes = {layer: plan.size_at(layer) for layer in settings.style_layers}
         # The style term's gradient with respect to each summed Gram matrix: what each tile's own Gram matrix is weighed by.
         fixed = {key: gram.detach().requires_grad_(True) for key, gram in grams.items()}
         with torch.enable_grad():
             style = self._style(fixed, sizes)
             weights = dict(zip(fixed, torch.autograd.grad(style, list(fixed.values())), strict=True))
-        # Pass 2: each tile's surrogate, whose gradient is the loss's with respect to what the tile owns.
-        if image.grad is None:
-            image.grad = torch.zeros_like(image)
-        for tile in plan:
+        # Pass 2: each tile's surrogate, whose gradient is the loss's with respect to what the tile owns;
+        # with several processes, the picture's gradient is the sum of theirs.
+        several = distributed.active()
+        gradient = torch.zeros_like(image) if image.grad is None or several else image.grad
+        for tile in mine:
             piece = tile.region(picture).clone().requires_grad_(True)
             with torch.enable_grad():
                 parts = self._tile_sums(tile, piece)
@@ -183,7 +210,12 @@ class Objective:
                 if settings.tv_weight:
                     surrogate = surrogate + settings.tv_weight * parts["tv"]
                 surrogate.backward()
-            tile.region(image.grad).add_(piece.grad)
+            tile.region(gradient).add_(piece.grad)
+        distributed.all_reduce([gradient])
+        if image.grad is None:
+            image.grad = gradient
+        elif gradient is not image.grad:
+            image.grad.add_(gradient)
         return self._terms(content, style.detach(), tv)
 
     def _tile_sums(self, tile: tiles.Tile, piece: Tensor) -> dict:

@@ -130,6 +130,17 @@ def plan(height: int, width: int, layers: Collection[str], tile: int) -> Plan | 
     return Plan(height, width, _boundaries(height, tile, grid), _boundaries(width, tile, grid), margin, grid)
 
 
+def shared_plan(height: int, width: int, layers: Collection[str], processes: int) -> Plan:
+    """The fewest tiles, and so the least margin read twice, that give each of `processes` at least one:
+    from the largest side on the grid down (the tiles spread evenly); at worst tiles of MIN_TILE."""
+    _, grid = margin_and_grid(layers)
+    for side in range(max(height, width) // grid * grid, MIN_TILE - 1, -grid):
+        tiles = plan(height, width, layers, side)
+        if tiles is not None and len(tiles) >= processes:
+            return tiles
+    return plan(height, width, layers, MIN_TILE) or Plan(height, width, (0, height), (0, width), *margin_and_grid(layers))
+
+
 def _boundaries(length: int, tile: int, grid: int) -> tuple[int, ...]:
     count = math.ceil(length / tile)
     return tuple(round(k * length / (count * grid)) * grid for k in range(count)) + (length,)
