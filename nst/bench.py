@@ -268,7 +268,7 @@ def peak_memory_mb(config: str, side: int, content_path: str, style_path: str, d
 
 def _peak_memory_child(config: str, side: int, content_path: str, style_path: str, device_name: str, steps: int) -> float:
     if config != "naive":
-        use_memory_policy(side, "auto")
+        use_memory_policy(side)
     device = torch.device(device_name)
     content, style = images.open_image(content_path), images.open_image(style_path)
     naive = NaiveGatys(device) if config == "naive" else None

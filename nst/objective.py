@@ -88,8 +88,7 @@ class Objective:
 
     def _plan(self, size, layers, held: float) -> tiles.Plan | None:
         """The tiles of a picture of `size` (None: the whole picture at once), by `settings.tile`."""
-        element_size = 2 if self.runtime.precision == "bf16" else 4
-        side = tiles.choose_tile(self.settings.tile, *size, layers, self.runtime.device, held, element_size)
+        side = tiles.choose_tile(self.settings.tile, *size, layers, self.runtime.device, held)
         return None if side is None else tiles.plan(*size, layers, side)
 
     def _shared(self, plan: tiles.Plan | None, size) -> tiles.Plan | None:

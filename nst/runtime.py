@@ -13,9 +13,9 @@ from torch import Tensor
 
 from .settings import Settings, resolve_device
 
-# Above this long side, with `tile` off, memory comes before speed on CPU: no Winograd convolutions
-# (their transformed filters are large), and `use_memory_policy` hands freed blocks back to the system
-# at once. With tiles a pass's memory is set by the tile (`nst.tiles`), so the fast path serves every size.
+# Above this long side memory comes before speed on CPU: `use_memory_policy` hands freed blocks back to
+# the system at once (docs/method.md), and, with `tile` off, no Winograd convolutions (their
+# transformed filters are large).
 LARGE_PICTURE = 768
 # Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
 CUDA_GRAPH_MIN_STEPS = 10
@@ -105,10 +105,9 @@ def replayed(closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
     return replay
 
 
-def use_memory_policy(size: int, tile: str) -> None:
-    """The allocator policy for a process that makes pictures of this long side (see LARGE_PICTURE):
-    with tiles, whose passes allocate the same sizes tile after tile, freed memory is reused at any size."""
-    if size > LARGE_PICTURE and tile == "off":
+def use_memory_policy(size: int) -> None:
+    """The allocator policy for a process that makes pictures of this long side (see LARGE_PICTURE)."""
+    if size > LARGE_PICTURE:
         limit_heap_growth()
     else:
         reuse_freed_memory()

@@ -34,7 +34,8 @@ MIN_TILE = 64
 # besides (the picture, its gradient, L-BFGS's state, the content targets), a run stays within 6 GB.
 TILE_MEMORY_CAP = 2 * 2**30
 # Peak bytes of a forward and backward pass per input pixel and per channel-per-pixel of the network
-# (`_channels_per_pixel`), in float32, measured with /usr/bin/time -v on CPU.
+# (`_channels_per_pixel`), in float32, measured with /usr/bin/time -v on CPU; counted so in bf16 too,
+# whose Gram matrices and sums take float32 copies of the activations.
 BYTES_PER_CHANNEL = 8.0
 # Picture-sized float32 tensors held besides L-BFGS's history: the picture, its gradient, L-BFGS's
 # state, the photo and its copy at the scale, the last good picture, the painting, frame buffers.
@@ -159,9 +160,9 @@ def _channels_per_pixel(deepest: str) -> float:
     return total
 
 
-def pass_bytes(pixels: int, deepest: str, element_size: int = 4) -> float:
+def pass_bytes(pixels: int, deepest: str) -> float:
     """Peak memory of a forward and backward pass over `pixels` input pixels to `deepest`."""
-    return pixels * _channels_per_pixel(deepest) * BYTES_PER_CHANNEL * element_size / 4
+    return pixels * _channels_per_pixel(deepest) * BYTES_PER_CHANNEL
 
 
 def available_memory(device: torch.device) -> int:
@@ -194,7 +195,7 @@ def held_bytes(height: int, width: int, history: int, content_layer: str) -> flo
 
 
 def choose_tile(setting: str, height: int, width: int, layers: Collection[str], device: torch.device, held: float,
-                element_size: int = 4) -> int | None:
+) -> int | None:
     """The tile's core side for a picture, or None for the whole picture at once: `setting` is "off",
     a side in px, or "auto": the whole picture when its pass fits the budget (`tile_budget`), else
     the largest square tile, margins included, that does."""
@@ -204,10 +205,10 @@ def choose_tile(setting: str, height: int, width: int, layers: Collection[str], 
         return int(setting)
     deepest = max(layers, key=LAYER_INDEX.__getitem__)
     budget = tile_budget(device, held)
-    if pass_bytes(height * width, deepest, element_size) <= budget:
+    if pass_bytes(height * width, deepest) <= budget:
         return None
     margin, grid = margin_and_grid(layers)
-    side = math.isqrt(int(budget / pass_bytes(1, deepest, element_size)))  # the side read, margins included
+    side = math.isqrt(int(budget / pass_bytes(1, deepest)))  # the side read, margins included
     return max(MIN_TILE, (side - 2 * margin) // grid * grid)
 
 
