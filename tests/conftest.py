@@ -95,10 +95,11 @@ def engine_is_busy(within: float = 20.0) -> bool:
     return False
 
 
-def engine_is_idle(settle: float = 1.5, frame_interval: float = Settings().frame_interval) -> bool:
+def engine_is_idle(settle: float = 3.0, frame_interval: float = Settings().frame_interval) -> bool:
     """True once the engine has stopped: its last step returned within `settle` seconds and a step's
     time from now, and no step followed for three frame intervals or four steps' time, whichever
-    is longer. False as soon as a step returns after that."""
+    is longer. False as soon as a step returns after that. `settle` leaves a loaded machine (a core
+    busy elsewhere) the time Gradio takes to close a cancelled generator: 1.5 s failed there once."""
     pace = STEPS.seconds_per_step()
     now = time.monotonic()
     last_allowed, quiet_needed = now + settle + pace, max(3 * frame_interval, 4 * pace)
