@@ -34,11 +34,20 @@ def test_the_defaults_keep_the_photo_and_take_the_painting_beside_the_anchor(con
     assert ours["style"] <= 1.6 * anchor["style"]  # (the photo itself: 2.6 from Klimt, 0.63 from da Vinci)
 
 
-def test_the_quality_benchmark_writes_its_table_sheet_and_figures(tmp_path):
-    assert quality.main(["--size", "64", "--pairs", "hopper-klimt_kiss", "--anchor-steps", "5", "--set", "steps=5",
-                         "--out", str(tmp_path)]) == 0
-    record = json.loads((tmp_path / "results-ours.json").read_text())["pairs"][0]
-    assert record["pair"] == "hopper-klimt_kiss" and record["anchor"]["steps"] == 5
+def test_the_quality_benchmark_writes_its_table_sheet_and_figures_per_split(tmp_path):
+    assert quality.main(["--size", "64", "--split", "validation", "--pairs", "coffee-hiroshige_fish", "--anchor-steps", "5",
+                         "--set", "steps=5", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results-validation-ours.json").read_text())
+    record = results["pairs"][0]
+    assert record["pair"] == "coffee-hiroshige_fish" and record["anchor"]["steps"] == 5
     assert {"content", "style", "seconds"} <= set(record["ours"]) and {"content", "style", "seconds"} <= set(record["anchor"])
-    assert "| hopper-klimt_kiss |" in (tmp_path / "table-ours.md").read_text()
-    assert (tmp_path / "contact-sheet-ours.png").stat().st_size > 10_000
+    table = (tmp_path / "table-validation-ours.md").read_text()
+    assert "| coffee-hiroshige_fish |" in table and results["rules"] in table and "of 1 pairs" in results["rules"]
+    assert (tmp_path / "contact-sheet-validation-ours.png").stat().st_size > 10_000
+
+
+def test_the_splits_share_no_picture():
+    panel = {name for pair in quality.PANEL for name in (pair.content, pair.style)}
+    validation = {name for pair in quality.VALIDATION for name in (pair.content, pair.style)}
+    assert len(quality.VALIDATION) >= 10 and len(validation) == 2 * len(quality.VALIDATION)
+    assert not panel & validation and all(picture_path(name).parent.name == "validation" for name in validation)
