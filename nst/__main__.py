@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_for_processes(settings)
             distributed.start(resolve_device(settings.device))
             signal.signal(signal.SIGTERM, partial(_ended_by_torchrun, parser.prog, speaks))
-        use_memory_policy(settings.size)
+        use_memory_policy(settings.size, settings.tile)
         content = open_image(args.content, "content image")
         styles = [open_image(path, "style image") for path in args.styles]
         mask = open_mask(args.mask) if args.mask else None

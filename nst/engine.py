@@ -23,7 +23,7 @@ from .checkpoint import Checkpoint, CheckpointError, Interrupted, fingerprint, m
 from .images import ImageError, ImageSource
 from .objective import Objective
 from .optimizers import make_optimizer
-from .runtime import Runtime
+from .runtime import LARGE_PICTURE, Runtime, release_freed_memory
 from .schedule import MIN_SCALE_SIDE, scale_schedule, style_reading_side
 from .settings import OPTIMIZERS, Settings, SettingsError
 from .timeleft import TimeLeft, measure_fixed_work, step_work
@@ -156,6 +156,9 @@ def _stylize(content, styles, settings: Settings, on_step, mask, resume, progres
                     last_good, last_good_step = image, step
                     progress.at = (scale_index, step, image, lambda: resume.optimizer)
                 continue
+        objective = optimizer = closure = None  # the last scale's: freed before this one's targets are made
+        if max(scaled_size) > LARGE_PICTURE:  # and handed back, where the process keeps freed memory
+            release_freed_memory()
         content_scaled = images.resize(content_full, scaled_size)
         mask_scaled = None if mask_full is None else F.interpolate(mask_full, size=scaled_size, mode="area")
         objective = Objective(model, content_scaled, style_full, scales[scale_index], runtime, mask_scaled,
@@ -203,7 +206,8 @@ def _stylize(content, styles, settings: Settings, on_step, mask, resume, progres
             if message := health.failure(image, step, last_good_step):
                 yield frame(last_good, True, message)
                 return
-            last_good, last_good_step = image.detach().clone(), step
+            last_good.copy_(image.detach())  # into its block: no picture-sized block made anew each frame
+            last_good_step = step
             yield frame(last_good, final, seconds_left=clock.seconds_left(scale_step - skipped, now))
             clock.frame_shown(time.perf_counter() - now)
 

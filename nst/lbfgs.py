@@ -50,9 +50,16 @@ class LBFGS:
         self.mean_square: Tensor | None = None  # running mean of g^2, per pixel
         self.previous_grad: Tensor | None = None
         self.previous_step: Tensor | None = None
+        # Picture-sized vectors no longer remembered, for the next ones: on CPU, vectors made anew
+        # each step land between the blocks a step's passes free, and the heap grows (docs/method.md).
+        self._spare: list[Tensor] = []
 
     def zero_grad(self) -> None:
-        self.image.grad = None
+        # On CPU the gradient's block is kept for the same reason; a CUDA graph makes its own in its capture.
+        if self.image.grad is not None and not self.image.is_cuda:
+            self.image.grad.zero_()
+        else:
+            self.image.grad = None
 
     @torch.no_grad()
     def step(self, closure):
@@ -68,7 +75,7 @@ class LBFGS:
         # photo itself) the step is zero, not 0 x infinity = NaN.
         diagonal = (self.mean_square + DIAGONAL_FLOOR * self.mean_square.mean()).clamp_min_(torch.finfo(grad.dtype).tiny).rsqrt_()
         if self.previous_grad is not None:
-            self._remember(self.previous_step, grad - self.previous_grad, diagonal)
+            self._remember(self.previous_step, torch.sub(grad, self.previous_grad, out=self._vector()), diagonal)
         direction = self._direction(grad, diagonal)
         if self.bounds is not None:
             # A pixel held at a bound that the step would push further out stays, and does not
@@ -85,9 +92,12 @@ class LBFGS:
             # remembering the latter stalled the iteration where pixels sat at a bound.
             flat = image.view(-1)
             moved = (flat + direction).clamp_(*self.bounds)
-            direction = moved - flat
+            torch.sub(moved, flat, out=direction)
             flat.copy_(moved)
-        self.previous_grad, self.previous_step = grad.clone(), direction
+        if self.previous_grad is None:
+            self.previous_grad = torch.empty_like(grad)
+        self.previous_grad.copy_(grad)
+        self.previous_step = direction
         return loss
 
     def state_dict(self) -> dict:
@@ -109,15 +119,22 @@ class LBFGS:
         self.inverse_curvature, self.mean_square = here(state["inverse_curvature"]), here(state["mean_square"])
         self.previous_grad, self.previous_step = here(state["previous_grad"]), here(state["previous_step"])
 
+    def _vector(self) -> Tensor:
+        return self._spare.pop() if self._spare else torch.empty_like(self.image.view(-1))
+
     def _remember(self, step: Tensor, grad_change: Tensor, diagonal: Tensor) -> None:
         curvature = step.dot(grad_change)
         if curvature > CURVATURE_TOLERANCE * step.norm() * grad_change.norm():
+            if len(self.pairs) == self.pairs.maxlen:
+                self._spare.extend(self.pairs[0][:2])
             self.pairs.append((step, grad_change, 1 / curvature))
             self.inverse_curvature = curvature / grad_change.dot(diagonal * grad_change)
+        else:
+            self._spare += [step, grad_change]
 
     def _direction(self, grad: Tensor, diagonal: Tensor) -> Tensor:
         """-H g by the two-loop recursion, H the inverse Hessian estimate from gamma D and the remembered pairs."""
-        direction = grad.neg()
+        direction = torch.neg(grad, out=self._vector())
         alphas = []
         for step, grad_change, rho in reversed(self.pairs):
             alpha = step.dot(direction) * rho

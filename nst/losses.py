@@ -19,11 +19,12 @@ def _at_least_fp32(tensor: Tensor) -> Tensor:
 def as_matrix(features: Tensor) -> Tensor:
     """(1, N, H, W) activations as an (N, M) matrix, M = H * W, in float32.
 
-    For channels-last activations the matrix is a transposed view, so no copy is made.
+    For channels-last activations the matrix is a transposed view, so no copy is made; for a window of
+    them (a tile's core) the copy keeps each position's channels together, as they lie in memory.
     """
     _, channels, height, width = features.shape
-    if channels > 1 and features.is_contiguous(memory_format=torch.channels_last):
-        return _at_least_fp32(features.permute(0, 2, 3, 1).reshape(height * width, channels).T)
+    if channels > 1 and features.stride(1) == 1:
+        return _at_least_fp32(features.permute(0, 2, 3, 1).reshape(height * width, channels)).T
     return _at_least_fp32(features.reshape(channels, height * width))
 
 

@@ -13,9 +13,9 @@ from torch import Tensor
 
 from .settings import Settings, resolve_device
 
-# Above this long side memory comes before speed on CPU: `use_memory_policy` hands freed blocks back to
-# the system at once (docs/method.md), and, with `tile` off, no Winograd convolutions (their
-# transformed filters are large).
+# Above this long side, with `tile` off, memory comes before speed on CPU: `use_memory_policy` hands
+# freed blocks back to the system at once (docs/method.md), and no Winograd convolutions (their
+# transformed filters are large). The engine hands freed memory back between such scales.
 LARGE_PICTURE = 768
 # Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
 CUDA_GRAPH_MIN_STEPS = 10
@@ -105,9 +105,11 @@ def replayed(closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
     return replay
 
 
-def use_memory_policy(size: int) -> None:
-    """The allocator policy for a process that makes pictures of this long side (see LARGE_PICTURE)."""
-    if size > LARGE_PICTURE:
+def use_memory_policy(size: int, tile: str = "auto") -> None:
+    """The allocator policy for a process that makes pictures of this long side: freed memory kept
+    for the next step, except above LARGE_PICTURE with `tile` off, where a step's blocks are as large
+    as the picture's and a heap that kept them would fragment and grow (see `limit_heap_growth`)."""
+    if size > LARGE_PICTURE and tile == "off":
         limit_heap_growth()
     else:
         reuse_freed_memory()

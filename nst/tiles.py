@@ -30,9 +30,11 @@ from .vgg import BLOCK_WIDTHS, LAYER_INDEX, LAYER_NAMES
 
 # The smallest core side a tile may have; `tile` refuses smaller.
 MIN_TILE = 64
-# On CPU, the most a tile's pass (forward and backward) may take: with what a 4096 px picture holds
-# besides (the picture, its gradient, L-BFGS's state, the content targets), a run stays within 6 GB.
-TILE_MEMORY_CAP = 2 * 2**30
+# On CPU, what a run may take in all: a tile's pass (forward and backward) takes what the picture's
+# own tensors (`held_bytes`) leave of it, so that a 4096 px run stays within 6 GB, and a 2048 px one
+# takes larger tiles, which read less margin; but at least MIN_TILE_MEMORY (an 8192 px run holds 9 GB).
+RUN_MEMORY = 5.5 * 2**30
+MIN_TILE_MEMORY = 2**30
 # Peak bytes of a forward and backward pass per input pixel and per channel-per-pixel of the network
 # (`_channels_per_pixel`), in float32, measured with /usr/bin/time -v on CPU; counted so in bf16 too,
 # whose Gram matrices and sums take float32 copies of the activations.
@@ -176,13 +178,14 @@ def available_memory(device: torch.device) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 4 * TILE_MEMORY_CAP  # not Linux: the cap decides
+    return 2 * RUN_MEMORY  # not Linux: RUN_MEMORY decides
 
 
 def tile_budget(device: torch.device, held: float) -> float:
-    """What one tile's pass may take: half of what is free besides `held`; on CPU at most TILE_MEMORY_CAP."""
+    """What one tile's pass may take: half of what is free besides `held`; on CPU at most what
+    RUN_MEMORY leaves beside `held`, or MIN_TILE_MEMORY."""
     free = max(0.0, (available_memory(device) - held) / 2)
-    return free if device.type == "cuda" else min(TILE_MEMORY_CAP, free)
+    return free if device.type == "cuda" else min(max(RUN_MEMORY - held, MIN_TILE_MEMORY), free)
 
 
 def held_bytes(height: int, width: int, history: int, content_layer: str) -> float:
@@ -234,8 +237,28 @@ def _layer_size(length: int, stride: int) -> int:
 
 
 def core_features(tiles: Plan, tile: Tile, layer: str, features: Tensor) -> Tensor:
+    """The window of a tile's `features` at `layer` that the tile owns."""
     rows, columns = tiles.core_of(tile, layer, features)
-    return features[..., rows, columns]
+    return _Window.apply(features, rows, columns)
+
+
+class _Window(torch.autograd.Function):
+    """features[..., rows, columns], whose gradient is laid out as `features` is (channels-last).
+
+    Slicing's own backward makes a gradient in the default layout, and adding it to the one that
+    flows back through the next layer then takes longer than the layer's convolution."""
+
+    @staticmethod
+    def forward(ctx, features: Tensor, rows: slice, columns: slice) -> Tensor:
+        ctx.window, ctx.shape = (..., rows, columns), features.shape
+        ctx.layout = torch.channels_last if features.stride(1) == 1 and features.shape[1] > 1 else torch.contiguous_format
+        return features[..., rows, columns]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        whole = grad.new_zeros(ctx.shape).contiguous(memory_format=ctx.layout)
+        whole[ctx.window] = grad
+        return whole, None, None
 
 
 def total_variation_sum(tiles: Plan, tile: Tile, piece: Tensor) -> Tensor:

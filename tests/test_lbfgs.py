@@ -98,3 +98,26 @@ def test_at_the_minimum_it_stays_put():
     _, target = quadratic(1.0)
     path, _ = iterates(1.0, 3, target)
     assert all(torch.equal(x, target) for x in path)
+
+
+def test_picture_sized_vectors_are_recycled_once_the_history_is_full():
+    # On CPU a vector made anew each step lands between the blocks a step's passes free, and the heap
+    # grows step by step at print size: the history's vectors and the gradient's are made once.
+    loss_of, _ = quadratic(1.0)
+    x = torch.full((400,), 0.5, requires_grad=True)
+    optimizer = LBFGS(x, history=3, bounds=BOUNDS)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_of(x)
+        loss.backward()
+        return loss
+
+    storages = {}  # held, so that no address is reused by a later block
+    for _ in range(20):
+        optimizer.step(closure)
+        held = [x.grad, optimizer.previous_grad, optimizer.previous_step, *optimizer._spare,
+                *(vector for pair in optimizer.pairs for vector in pair[:2])]
+        storages.update((tensor.untyped_storage().data_ptr(), tensor.untyped_storage()) for tensor in held)
+    assert len(optimizer.pairs) == 3
+    assert len(storages) <= 2 * 3 + 4  # the pairs, the step, the gradient and its last value, one in flight

@@ -112,6 +112,22 @@ def test_a_picture_made_in_tiles_is_the_whole_pictures_without_a_seam(content, s
     assert difference[seams].mean() <= 1.25 * difference[~seams].mean()
 
 
+def test_a_cores_gradient_keeps_the_channels_last_layout():
+    # Slicing's own gradient comes back in the default layout, and adding it to the gradient flowing
+    # back through the next layer took longer than the layer's convolution (docs/speed.md).
+    plan = tiles.plan(300, 451, ["relu5_1"], 100)
+    tile = next(iter(plan))
+    top, bottom, left, right = tile.read
+    leaf = torch.randn(1, 64, bottom - top, right - left).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    features = leaf * 1  # not a leaf, whose .grad autograd would lay out as the leaf anyway
+    gradients = []
+    features.register_hook(gradients.append)
+    core = tiles.core_features(plan, tile, "relu1_1", features)
+    assert core.shape[-2:] == (tile.core[1] - tile.core[0], tile.core[3] - tile.core[2]) != features.shape[-2:]
+    (core * 2).sum().backward()
+    assert gradients[0].is_contiguous(memory_format=torch.channels_last)
+    assert gradients[0].sum() == 2 * core.numel() and gradients[0][..., core.shape[-2]:, :].abs().sum() == 0
+
 def test_tile_cores_cover_the_picture_once_on_the_pooling_grid():
     plan = tiles.plan(300, 451, ["relu1_1", "relu4_2", "relu5_1"], 100)
     assert (plan.margin, plan.grid) == (80, 16)  # relu5_1 sees 70 px beyond its 16 px window on each side
@@ -135,7 +151,7 @@ def test_auto_leaves_a_default_picture_whole_and_tiles_a_print_size_one_within_i
     assert side is not None and side % 16 == 0
     read = side + 2 * tiles.margin_and_grid(layers)[0]
     budget = tiles.tile_budget(torch.device("cpu"), held)
-    assert side == tiles.MIN_TILE or tiles.pass_bytes(read**2, "relu5_1") <= budget <= tiles.TILE_MEMORY_CAP
+    assert side == tiles.MIN_TILE or tiles.pass_bytes(read**2, "relu5_1") <= budget <= max(tiles.RUN_MEMORY - held, tiles.MIN_TILE_MEMORY)
 
 
 def test_l_bfgs_history_fits_beside_a_print_size_picture():
