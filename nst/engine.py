@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from . import distributed, images
+from . import distributed, images, tiles
 from .checkpoint import Checkpoint, CheckpointError, Interrupted, fingerprint, marks_its_update, step_finished, step_torn
 from .images import ImageError, ImageSource
-from .objective import Objective
+from .objective import Objective, tile_plan
 from .optimizers import make_optimizer
 from .runtime import LARGE_PICTURE, Runtime, release_freed_memory
 from .schedule import MIN_SCALE_SIDE, scale_schedule, style_reading_side
@@ -122,7 +122,8 @@ def _stylize(content, styles, settings: Settings, on_step, mask, resume, progres
     if resume is not None:
         first_steps[resume.scale] = _resumed_scale_step(resume, schedule, sizes)
         first_steps[: resume.scale] = [n + 1 for _, n in schedule[: resume.scale]]
-    clock = TimeLeft([step_work(*size, _deepest(scale)) for size, scale in zip(sizes, scales)],
+    clock = TimeLeft([step_work(*size, _deepest(scale)) * tiles.step_cost(tile_plan(scale, size, runtime.device))
+                      for size, scale in zip(sizes, scales)],
                      [n - first + 1 for (_, n), first in zip(schedule, first_steps)], settings.frame_interval)
     image = last_good = None
     step = last_good_step = 0

@@ -56,8 +56,7 @@ class Objective:
         (default: the picture's)."""
         self.model, self.settings, self.runtime = model, settings, runtime
         self.layers = set(settings.style_layers) | {settings.content_layer}
-        # What a run holds for the whole picture besides a pass, which the tile's budget leaves room for.
-        held = tiles.held_bytes(*content.shape[-2:], lbfgs_history(content.numel()), settings.content_layer)
+        held = _held(settings, content.shape[-2:])
         own_plan = self._plan(content.shape[-2:], self.layers, held)
         self.tiles = self._shared(own_plan, content.shape[-2:])
         style_side = round((style_reading_side or max(content.shape[-2:])) * settings.style_scale)
@@ -87,9 +86,7 @@ class Objective:
             self._agree_with_the_first_process()
 
     def _plan(self, size, layers, held: float) -> tiles.Plan | None:
-        """The tiles of a picture of `size` (None: the whole picture at once), by `settings.tile`."""
-        side = tiles.choose_tile(self.settings.tile, *size, layers, self.runtime.device, held)
-        return None if side is None else tiles.plan(*size, layers, side)
+        return _plan(self.settings.tile, size, layers, self.runtime.device, held)
 
     def _shared(self, plan: tiles.Plan | None, size) -> tiles.Plan | None:
         """With several processes (`nst.distributed`), tiles for each to have one where `plan` would
@@ -244,6 +241,22 @@ class Objective:
             grid = F.interpolate(mask, size=tuple(size), mode="area")
             self._grids[index, layer] = grid.sqrt(), grid.mean(), grid.sum().clamp_min(1e-6)
         return self._grids[index, layer]
+
+
+def tile_plan(settings: Settings, size: tuple[int, int], device: torch.device) -> tiles.Plan | None:
+    """The tiles an Objective made now would compute a picture of `size` in (in one process)."""
+    return _plan(settings.tile, size, set(settings.style_layers) | {settings.content_layer}, device, _held(settings, size))
+
+
+def _held(settings: Settings, size) -> float:
+    """What a run holds for the whole picture besides a pass, which the tile's budget leaves room for."""
+    return tiles.held_bytes(*size, lbfgs_history(3 * size[0] * size[1]), settings.content_layer)
+
+
+def _plan(setting: str, size, layers, device: torch.device, held: float) -> tiles.Plan | None:
+    """The tiles of a picture of `size` (None: the whole picture at once), by the `tile` setting."""
+    side = tiles.choose_tile(setting, *size, layers, device, held)
+    return None if side is None else tiles.plan(*size, layers, side)
 
 
 def _energy(gram: Tensor) -> float:

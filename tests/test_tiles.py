@@ -128,6 +128,11 @@ def test_a_cores_gradient_keeps_the_channels_last_layout():
     assert gradients[0].is_contiguous(memory_format=torch.channels_last)
     assert gradients[0].sum() == 2 * core.numel() and gradients[0][..., core.shape[-2]:, :].abs().sum() == 0
 
+def test_a_tiled_step_is_foretold_dearer_by_its_margins_and_first_pass():
+    assert tiles.step_cost(None) == 1.0
+    plan = tiles.plan(1501, 2048, ["relu4_2", "relu5_1"], 1232)  # auto's at 2048 px on CPU: 4 tiles
+    assert len(plan) == 4 and tiles.step_cost(plan) == pytest.approx(tiles.TILED_PASSES * 1.193, abs=0.01)
+
 def test_tile_cores_cover_the_picture_once_on_the_pooling_grid():
     plan = tiles.plan(300, 451, ["relu1_1", "relu4_2", "relu5_1"], 100)
     assert (plan.margin, plan.grid) == (80, 16)  # relu5_1 sees 70 px beyond its 16 px window on each side
