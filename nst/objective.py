@@ -174,19 +174,27 @@ class Objective:
 
     def _tiled(self, image: Tensor) -> dict[str, Tensor]:
         settings, plan, picture = self.settings, self.tiles, image.detach()
-        mine = distributed.share(plan)  # all of them in one process; with several, its share (nst.distributed)
-        # Pass 1: the sums of every term over the tiles' cores, then over the processes.
+        mine = list(distributed.share(plan))  # all of them in one process; with several, its share (nst.distributed)
+        # Pass 1: the sums of every term over the tiles' cores, then over the processes. The last
+        # tile keeps its forward's graph, so that pass 2 starts with it without running it again.
         dtype = torch.promote_types(picture.dtype, torch.float32)
         content, tv = picture.new_zeros((), dtype=dtype), picture.new_zeros((), dtype=dtype)
         grams = {(index, layer): picture.new_zeros(targets[layer].shape, dtype=dtype)
                  for layer in settings.style_layers for index, (_, targets) in enumerate(self.regions)}
-        with torch.no_grad():
-            for tile in mine:
-                parts = self._tile_sums(tile, tile.region(picture))
-                content.add_(parts["content"])
-                tv.add_(parts["tv"])
-                for key, gram in parts["grams"].items():
-                    grams[key].add_(gram)
+        kept = None
+        for number, tile in enumerate(mine):
+            keep = number == len(mine) - 1
+            piece = tile.region(picture).clone().requires_grad_(True) if keep else tile.region(picture)
+            with torch.set_grad_enabled(keep):
+                features = self._tile_features(piece)
+            with torch.no_grad():
+                parts = self._tile_sums(tile, piece, features)
+            content.add_(parts["content"])
+            tv.add_(parts["tv"])
+            for key, gram in parts["grams"].items():
+                grams[key].add_(gram)
+            kept = (tile, piece, features) if keep else None
+            del features
         distributed.all_reduce([content, tv, *grams.values()])
         sizes = {layer: plan.size_at(layer) for layer in settings.style_layers}
         # The style term's gradient with respect to each summed Gram matrix: what each tile's own Gram matrix is weighed by.
@@ -194,18 +202,22 @@ class Objective:
         with torch.enable_grad():
             style = self._style(fixed, sizes)
             weights = dict(zip(fixed, torch.autograd.grad(style, list(fixed.values())), strict=True))
-        # Pass 2: each tile's surrogate, whose gradient is the loss's with respect to what the tile owns;
-        # with several processes, the picture's gradient is the sum of theirs.
+        symmetric = {key: weight + weight.T for key, weight in weights.items()}
+        # Pass 2: each tile's gradient with respect to what it owns, back to its input; with several
+        # processes, the picture's gradient is the sum of theirs.
         several = distributed.active()
         gradient = torch.zeros_like(image) if image.grad is None or several else image.grad
-        for tile in mine:
-            piece = tile.region(picture).clone().requires_grad_(True)
-            with torch.enable_grad():
-                parts = self._tile_sums(tile, piece)
-                surrogate = self.alpha * parts["content"] + sum((weights[key] * gram).sum() for key, gram in parts["grams"].items())
-                if settings.tv_weight:
-                    surrogate = surrogate + settings.tv_weight * parts["tv"]
-                surrogate.backward()
+        first, kept = kept, None  # no reference kept past its tile: each tile's graph goes when it is done
+        for tile in ([first[0]] if first else []) + mine[:-1]:
+            if first is not None:
+                _, piece, features = first
+                first = None
+            else:
+                piece = tile.region(picture).clone().requires_grad_(True)
+                with torch.enable_grad():
+                    features = self._tile_features(piece)
+            self._tile_backward(tile, piece, features, symmetric)
+            del features
             tile.region(gradient).add_(piece.grad)
         distributed.all_reduce([gradient])
         if image.grad is None:
@@ -214,25 +226,63 @@ class Objective:
             image.grad.add_(gradient)
         return self._terms(content, style.detach(), tv)
 
-    def _tile_sums(self, tile: tiles.Tile, piece: Tensor) -> dict:
+    def _tile_features(self, piece: Tensor) -> dict[str, Tensor]:
+        with self.runtime.autocast():
+            return self._features(piece, self.layers)
+
+    def _tile_sums(self, tile: tiles.Tile, piece: Tensor, features: dict[str, Tensor]) -> dict:
         """A tile's share of each sum: content, the Gram matrices per region and style layer, total variation."""
         settings, plan = self.settings, self.tiles
-        with self.runtime.autocast():
-            features = self._features(piece, self.layers)
         layer = settings.content_layer
-        target = self.content_target[(..., *plan.global_core(tile, layer, self.content_target.shape[-2:]))]
-        content = losses.content_loss(tiles.core_features(plan, tile, layer, features[layer]), target)
+        content = losses.content_loss(tiles.core_features(plan, tile, layer, features[layer]), self._content_target(tile))
         grams = {}
         for layer in settings.style_layers:
             activations = tiles.core_features(plan, tile, layer, features[layer])
             for index, (mask, _) in enumerate(self.regions):
-                weighed = activations
-                if mask is not None:
-                    root = self._grid(index, layer, mask, plan.size_at(layer))[0]
-                    weighed = activations * root[(..., *plan.global_core(tile, layer, root.shape[-2:]))]
-                grams[index, layer] = losses.gram(losses.as_matrix(weighed))
+                grams[index, layer] = losses.gram(losses.as_matrix(self._weighed(tile, index, layer, activations)))
         tv = tiles.total_variation_sum(plan, tile, piece) / (plan.height * plan.width) if settings.tv_weight else piece.new_zeros(())
         return {"content": content, "grams": grams, "tv": tv}
+
+    def _tile_backward(self, tile: tiles.Tile, piece: Tensor, features: dict[str, Tensor], symmetric: dict) -> None:
+        """Back-propagates into `piece.grad` the loss's gradient with respect to what the tile owns:
+        alpha (F - P) at the content layer, and (W + W^T) F of each region at each style layer, W the
+        style term's gradient with respect to the summed Gram matrix (F F^T's gradient needs not F F^T)."""
+        settings, plan = self.settings, self.tiles
+        outputs, gradients = [], []
+        layer = settings.content_layer
+        core = tiles.core_features(plan, tile, layer, features[layer])
+        outputs.append(core)
+        gradients.append((self.alpha * (losses.at_least_fp32(core.detach()) - self._content_target(tile))).to(core.dtype))
+        for layer in settings.style_layers:
+            core = tiles.core_features(plan, tile, layer, features[layer])
+            with torch.no_grad():
+                positions = losses.as_matrix(core.detach()).T  # (M, N)
+                gradient = None
+                for index, (mask, _) in enumerate(self.regions):
+                    root = None if mask is None else self._mask_core(tile, index, layer, mask).reshape(-1, 1)
+                    region = (positions if root is None else positions * root) @ symmetric[index, layer]
+                    if root is not None:
+                        region.mul_(root)
+                    gradient = region if gradient is None else gradient.add_(region)
+            outputs.append(core)
+            # (M, N) back to the core's (1, N, h, w), positions in the order `as_matrix` reads them
+            gradients.append(gradient.reshape(1, core.shape[-2], core.shape[-1], -1).permute(0, 3, 1, 2).to(core.dtype))
+        if settings.tv_weight:
+            outputs.append(settings.tv_weight * tiles.total_variation_sum(plan, tile, piece) / (plan.height * plan.width))
+            gradients.append(torch.ones_like(outputs[-1]))
+        torch.autograd.backward(outputs, gradients)
+
+    def _content_target(self, tile: tiles.Tile) -> Tensor:
+        return self.content_target[(..., *self.tiles.global_core(tile, self.settings.content_layer, self.content_target.shape[-2:]))]
+
+    def _mask_core(self, tile: tiles.Tile, index: int, layer: str, mask: Tensor) -> Tensor:
+        """The square root of a region's mask on a layer's grid, over the tile's core at that layer."""
+        root = self._grid(index, layer, mask, self.tiles.size_at(layer))[0]
+        return root[(..., *self.tiles.global_core(tile, layer, root.shape[-2:]))]
+
+    def _weighed(self, tile: tiles.Tile, index: int, layer: str, activations: Tensor) -> Tensor:
+        mask = self.regions[index][0]
+        return activations if mask is None else activations * self._mask_core(tile, index, layer, mask)
 
     def _grid(self, index: int, layer: str, mask: Tensor, size) -> tuple[Tensor, Tensor, Tensor]:
         """A region's mask on a layer's grid: its square root (to weigh the features), its share of
