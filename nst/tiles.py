@@ -9,12 +9,12 @@ as in the whole picture; core origins on multiples of the grid keep max pooling'
 whole picture has them; where a tile meets the picture's border, the picture's zero padding is the
 tile's.
 
-Pass 1 (no gradient) sums the Gram matrices and the loss over the tiles. Pass 2 runs each tile again
-with gradients against the summed Gram matrices held fixed: the tile's surrogate
-alpha * (its content sum) + sum_l <dE/dG_l, its own core Gram> + tv_weight * (its TV sum) has the
-whole picture's loss's gradient as its gradient with respect to everything the tile owns, and its
-whole input gradient (core and margin) is added into the picture's. Memory is one tile's
-activations plus what is held for the whole picture.
+Pass 1 (no gradient, but for the last tile, whose graph pass 2 begins with) sums the Gram matrices
+and the loss over the tiles. Pass 2 runs each tile again with gradients, the summed Gram matrices
+held fixed: the whole picture's loss has, with respect to what the tile owns, the gradient
+alpha (F - P) at the content layer and (W + W^T) F at each style layer, W = dE/dG_l, plus its TV
+sum's; back-propagated, the tile's whole input gradient (core and margin) is added into the
+picture's (`Objective._tiled`). Memory is one tile's activations plus what is held for the whole picture.
 """
 
 from __future__ import annotations
