@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 
-def at_least_fp32(tensor: Tensor) -> Tensor:
+def _at_least_fp32(tensor: Tensor) -> Tensor:
     """bf16 and fp16 go up to float32 for sums; float64 stays."""
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
@@ -24,13 +24,13 @@ def as_matrix(features: Tensor) -> Tensor:
     """
     _, channels, height, width = features.shape
     if channels > 1 and features.stride(1) == 1:
-        return at_least_fp32(features.permute(0, 2, 3, 1).reshape(height * width, channels)).T
-    return at_least_fp32(features.reshape(channels, height * width))
+        return _at_least_fp32(features.permute(0, 2, 3, 1).reshape(height * width, channels)).T
+    return _at_least_fp32(features.reshape(channels, height * width))
 
 
 def content_loss(generated: Tensor, target: Tensor) -> Tensor:
     """1/2 * sum (F - P)^2 over filters and positions."""
-    return 0.5 * (at_least_fp32(generated) - at_least_fp32(target)).pow(2).sum()
+    return 0.5 * (_at_least_fp32(generated) - _at_least_fp32(target)).pow(2).sum()
 
 
 def gram(features: Tensor) -> Tensor:
@@ -40,7 +40,7 @@ def gram(features: Tensor) -> Tensor:
     position of the picture needs float32's 24 bits.
     """
     with torch.autocast(features.device.type, enabled=False):
-        return _Gram.apply(at_least_fp32(features))
+        return _Gram.apply(_at_least_fp32(features))
 
 
 class _Gram(torch.autograd.Function):
@@ -75,7 +75,7 @@ def style_loss(layer_losses: list[Tensor], layer_weights: list[float]) -> Tensor
 
 def total_variation(image: Tensor) -> Tensor:
     """Mean squared difference between neighbouring pixels (per pixel, so independent of size)."""
-    image = at_least_fp32(image)
+    image = _at_least_fp32(image)
     dx = (image[..., :, 1:] - image[..., :, :-1]).pow(2).sum()
     dy = (image[..., 1:, :] - image[..., :-1, :]).pow(2).sum()
     return (dx + dy) / image[0, 0].numel()

@@ -246,31 +246,18 @@ class Objective:
     def _tile_backward(self, tile: tiles.Tile, piece: Tensor, features: dict[str, Tensor], symmetric: dict) -> None:
         """Back-propagates into `piece.grad` the loss's gradient with respect to what the tile owns:
         alpha (F - P) at the content layer, and (W + W^T) F of each region at each style layer, W the
-        style term's gradient with respect to the summed Gram matrix (F F^T's gradient needs not F F^T)."""
+        style term's gradient with respect to the summed Gram matrix (`_WeighedGram`)."""
         settings, plan = self.settings, self.tiles
-        outputs, gradients = [], []
         layer = settings.content_layer
-        core = tiles.core_features(plan, tile, layer, features[layer])
-        outputs.append(core)
-        gradients.append((self.alpha * (losses.at_least_fp32(core.detach()) - self._content_target(tile))).to(core.dtype))
+        surrogate = self.alpha * losses.content_loss(tiles.core_features(plan, tile, layer, features[layer]), self._content_target(tile))
         for layer in settings.style_layers:
             core = tiles.core_features(plan, tile, layer, features[layer])
-            with torch.no_grad():
-                positions = losses.as_matrix(core.detach()).T  # (M, N)
-                gradient = None
-                for index, (mask, _) in enumerate(self.regions):
-                    root = None if mask is None else self._mask_core(tile, index, layer, mask).reshape(-1, 1)
-                    region = (positions if root is None else positions * root) @ symmetric[index, layer]
-                    if root is not None:
-                        region.mul_(root)
-                    gradient = region if gradient is None else gradient.add_(region)
-            outputs.append(core)
-            # (M, N) back to the core's (1, N, h, w), positions in the order `as_matrix` reads them
-            gradients.append(gradient.reshape(1, core.shape[-2], core.shape[-1], -1).permute(0, 3, 1, 2).to(core.dtype))
+            for index, (mask, _) in enumerate(self.regions):
+                root = None if mask is None else self._mask_core(tile, index, layer, mask)
+                surrogate = surrogate + _WeighedGram.apply(core, symmetric[index, layer], root)
         if settings.tv_weight:
-            outputs.append(settings.tv_weight * tiles.total_variation_sum(plan, tile, piece) / (plan.height * plan.width))
-            gradients.append(torch.ones_like(outputs[-1]))
-        torch.autograd.backward(outputs, gradients)
+            surrogate = surrogate + settings.tv_weight * tiles.total_variation_sum(plan, tile, piece) / (plan.height * plan.width)
+        surrogate.backward()
 
     def _content_target(self, tile: tiles.Tile) -> Tensor:
         return self.content_target[(..., *self.tiles.global_core(tile, self.settings.content_layer, self.content_target.shape[-2:]))]
@@ -291,6 +278,28 @@ class Objective:
             grid = F.interpolate(mask, size=tuple(size), mode="area")
             self._grids[index, layer] = grid.sqrt(), grid.mean(), grid.sum().clamp_min(1e-6)
         return self._grids[index, layer]
+
+
+class _WeighedGram(torch.autograd.Function):
+    """<W, G> for a tile's core F (weighed by a mask's root) and its Gram matrix G = F F^T, whose value
+    pass 2 does not need: the forward returns 0 and makes no G; the backward gives (W + W^T) F, made
+    when autograd reaches the layer, so that one layer's gradient is held at a time."""
+
+    @staticmethod
+    def forward(ctx, core: Tensor, symmetric: Tensor, root: Tensor | None) -> Tensor:
+        ctx.save_for_backward(core)
+        ctx.symmetric, ctx.root = symmetric, root
+        return symmetric.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (core,) = ctx.saved_tensors
+        positions = losses.as_matrix(core).T  # (M, N), positions in the order as_matrix reads them
+        root = None if ctx.root is None else ctx.root.reshape(-1, 1)
+        gradient = (positions if root is None else positions * root) @ (ctx.symmetric * grad)
+        if root is not None:
+            gradient.mul_(root)
+        return gradient.reshape(1, core.shape[-2], core.shape[-1], -1).permute(0, 3, 1, 2).to(core.dtype), None, None
 
 
 def tile_plan(settings: Settings, size: tuple[int, int], device: torch.device) -> tiles.Plan | None:
