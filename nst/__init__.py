@@ -1,6 +1,6 @@
 """Neural style transfer after Gatys et al.: a streaming engine shared by the app, CLI and benchmark."""
 
-__version__ = "0.7.0"  # before the imports below: nst.provenance reads it
+__version__ = "0.8.0"  # before the imports below: nst.provenance reads it
 
 from .checkpoint import Checkpoint, CheckpointError, Interrupted
 from .engine import Frame, stylize

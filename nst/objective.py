@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import distributed, images, losses, tiles
 from .optimizers import lbfgs_history
-from .runtime import Runtime, resolve_device
+from .runtime import Runtime, release_freed_memory, resolve_device
 from .settings import Settings
 from .vgg import load_model
 
@@ -196,6 +196,7 @@ class Objective:
             kept = (tile, piece, features) if keep else None
             del features
         distributed.all_reduce([content, tv, *grams.values()])
+        release_freed_memory()  # pass 1's blocks, which pass 2's larger ones would not fit between (docs/method.md)
         sizes = {layer: plan.size_at(layer) for layer in settings.style_layers}
         # The style term's gradient with respect to each summed Gram matrix: what each tile's own Gram matrix is weighed by.
         fixed = {key: gram.detach().requires_grad_(True) for key, gram in grams.items()}

@@ -33,7 +33,7 @@ MIN_TILE = 64
 # On CPU, what a run may take in all: a tile's pass (forward and backward) takes what the picture's
 # own tensors (`held_bytes`) leave of it, so that a 4096 px run stays within 6 GB, and a 2048 px one
 # takes larger tiles, which read less margin; but at least MIN_TILE_MEMORY (an 8192 px run holds 9 GB).
-RUN_MEMORY = 5.5 * 2**30
+RUN_MEMORY = 5 * 2**30
 MIN_TILE_MEMORY = 2**30
 # Peak bytes of a forward and backward pass per input pixel and per channel-per-pixel of the network
 # (`_channels_per_pixel`), in float32, measured with /usr/bin/time -v on CPU; counted so in bf16 too,
