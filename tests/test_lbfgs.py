@@ -15,10 +15,11 @@ def quadratic(scale: float, size: int = 400, low: float = 0.25, high: float = 0.
     return lambda x: scale * 0.5 * (curvatures * (x - target) ** 2).sum(), target
 
 
-def iterates(scale: float, steps: int, start: torch.Tensor, bounds=BOUNDS, **target_range) -> tuple[list[torch.Tensor], LBFGS]:
+def iterates(scale: float, steps: int, start: torch.Tensor, bounds=BOUNDS, history: int = 10, after_step=None,
+             **target_range) -> tuple[list[torch.Tensor], LBFGS]:
     loss_of, _ = quadratic(scale, start.numel(), **target_range)
     x = start.clone().requires_grad_(True)
-    optimizer = LBFGS(x, history=10, bounds=bounds)
+    optimizer = LBFGS(x, history=history, bounds=bounds)
 
     def closure():
         optimizer.zero_grad()
@@ -30,6 +31,8 @@ def iterates(scale: float, steps: int, start: torch.Tensor, bounds=BOUNDS, **tar
     for _ in range(steps):
         optimizer.step(closure)
         seen.append(x.detach().clone())
+        if after_step is not None:
+            after_step(optimizer)
     return seen, optimizer
 
 
@@ -103,21 +106,13 @@ def test_at_the_minimum_it_stays_put():
 def test_picture_sized_vectors_are_recycled_once_the_history_is_full():
     # On CPU a vector made anew each step lands between the blocks a step's passes free, and the heap
     # grows step by step at print size: the history's vectors and the gradient's are made once.
-    loss_of, _ = quadratic(1.0)
-    x = torch.full((400,), 0.5, requires_grad=True)
-    optimizer = LBFGS(x, history=3, bounds=BOUNDS)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = loss_of(x)
-        loss.backward()
-        return loss
-
     storages = {}  # held, so that no address is reused by a later block
-    for _ in range(20):
-        optimizer.step(closure)
-        held = [x.grad, optimizer.previous_grad, optimizer.previous_step, *optimizer._spare,
+
+    def hold(optimizer):
+        held = [optimizer.image.grad, optimizer.previous_grad, optimizer.previous_step, *optimizer._spare,
                 *(vector for pair in optimizer.pairs for vector in pair[:2])]
         storages.update((tensor.untyped_storage().data_ptr(), tensor.untyped_storage()) for tensor in held)
+
+    _, optimizer = iterates(1.0, 20, torch.full((400,), 0.5), history=3, after_step=hold)
     assert len(optimizer.pairs) == 3
     assert len(storages) <= 2 * 3 + 4  # the pairs, the step, the gradient and its last value, one in flight
