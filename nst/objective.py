@@ -239,7 +239,7 @@ class Objective:
         grams = {}
         for layer in settings.style_layers:
             activations = tiles.core_features(plan, tile, layer, features[layer])
-            for index, (mask, _) in enumerate(self.regions):
+            for index in range(len(self.regions)):
                 grams[index, layer] = losses.gram(losses.as_matrix(self._weighed(tile, index, layer, activations)))
         tv = tiles.total_variation_sum(plan, tile, piece) / (plan.height * plan.width) if settings.tv_weight else piece.new_zeros(())
         return {"content": content, "grams": grams, "tv": tv}
