@@ -182,8 +182,8 @@ class Objective:
         grams = {(index, layer): picture.new_zeros(targets[layer].shape, dtype=dtype)
                  for layer in settings.style_layers for index, (_, targets) in enumerate(self.regions)}
         kept = None
-        for number, tile in enumerate(mine):
-            keep = number == len(mine) - 1
+        for tile in mine:
+            keep = tile is mine[-1]
             piece = tile.region(picture).clone().requires_grad_(True) if keep else tile.region(picture)
             with torch.set_grad_enabled(keep):
                 features = self._tile_features(piece)
@@ -193,7 +193,8 @@ class Objective:
             tv.add_(parts["tv"])
             for key, gram in parts["grams"].items():
                 grams[key].add_(gram)
-            kept = (tile, piece, features) if keep else None
+            if keep:
+                kept = piece, features
             del features
         distributed.all_reduce([content, tv, *grams.values()])
         release_freed_memory()  # pass 1's blocks, which pass 2's larger ones would not fit between (docs/method.md)
@@ -208,11 +209,9 @@ class Objective:
         # processes, the picture's gradient is the sum of theirs.
         several = distributed.active()
         gradient = torch.zeros_like(image) if image.grad is None or several else image.grad
-        first, kept = kept, None  # no reference kept past its tile: each tile's graph goes when it is done
-        for tile in ([first[0]] if first else []) + mine[:-1]:
-            if first is not None:
-                _, piece, features = first
-                first = None
+        for tile in mine[-1:] + mine[:-1]:
+            if kept is not None:  # pass 1's last tile; no reference kept past it, so its graph goes when it is done
+                (piece, features), kept = kept, None
             else:
                 piece = tile.region(picture).clone().requires_grad_(True)
                 with torch.enable_grad():

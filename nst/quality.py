@@ -216,12 +216,10 @@ def rules(records: list[dict], label: str) -> str:
     """The two rules counted: the photo kept at least as well as the anchor keeps it (content <= its),
     and the painting taken as far, or within 10% (style <= 1.1x its)."""
     judged = [record for record in records if record.get("anchor") and record.get(label)]
-    kept = sum(record[label]["content"] <= record["anchor"]["content"] for record in judged)
-    taken = sum(record[label]["style"] <= 1.1 * record["anchor"]["style"] for record in judged)
-    both = sum(record[label]["content"] <= record["anchor"]["content"] and record[label]["style"] <= 1.1 * record["anchor"]["style"]
-               for record in judged)
-    return (f"content <= the anchor's on {kept} of {len(judged)} pairs; style <= 1.1x the anchor's on {taken}; "
-            f"both on {both}")
+    kept = [record[label]["content"] <= record["anchor"]["content"] for record in judged]
+    taken = [record[label]["style"] <= 1.1 * record["anchor"]["style"] for record in judged]
+    return (f"content <= the anchor's on {sum(kept)} of {len(judged)} pairs; style <= 1.1x the anchor's on {sum(taken)}; "
+            f"both on {sum(map(all, zip(kept, taken)))}")
 
 
 def _setting(text: str) -> tuple[str, object]:
