@@ -31,7 +31,7 @@ from torch import Tensor
 from . import distributed, images, losses, tiles
 from .optimizers import lbfgs_history
 from .runtime import Runtime, release_freed_memory, resolve_device
-from .settings import Settings
+from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings
 from .vgg import load_model
 
 
@@ -327,14 +327,24 @@ def _gram_per_position(matrix: Tensor) -> Tensor:
     return losses.gram(matrix) / matrix.shape[1]
 
 
-def distances(image: images.ImageSource, content: images.ImageSource,
-              styles: images.ImageSource | Sequence[images.ImageSource], settings: Settings = Settings()) -> dict[str, float]:
-    """How far `image` is from the content and the style(s), at `image`'s size, by the same network.
-    Images are taken as `stylize` takes them.
+# The measure every configuration is judged by, whatever weights it optimises with (docs/quality.md).
+YARDSTICK = Settings(style_layers=DEFAULT_STYLE_LAYERS, style_layer_weights=(1.0,) * len(DEFAULT_STYLE_LAYERS),
+                     content_layer=DEFAULT_CONTENT_LAYER, style_scale=1.0)
 
-    content: relative squared error of the content-layer activations; style: the layer-weighted
-    relative squared error of the Gram matrices (the objective's terms with weights 1), in float32
-    with direct convolutions whatever the settings say about speed.
+
+def distances(image: images.ImageSource, content: images.ImageSource,
+              styles: images.ImageSource | Sequence[images.ImageSource], settings: Settings = YARDSTICK) -> dict[str, float]:
+    """How far `image` is from the content and the style(s), at `image`'s size, by the same network.
+    Images are taken as `stylize` takes them: the content resized to `image`'s size, each style to
+    `image`'s long side times `style_scale`, its aspect kept.
+
+    content: relative squared error of the content-layer activations, sum (F - P)^2 / sum P^2;
+    style: the layer-weighted relative squared error of the Gram matrices per position,
+    sum_l w_l sum (G_l - A_l)^2 / sum A_l^2 (A_l of the styles' blend, with several), the weights
+    w_l normalised to sum 1 (the objective's terms with weights 1). In float32 with direct
+    convolutions whatever the settings say about speed. `settings` gives the layers, their weights
+    and the network; by default the yardstick: content at relu4_2, style at relu1_1 ... relu5_1
+    with equal weights.
     """
     image, content, styles = images.open_image(image, "picture"), images.open_image(content, "content image"), images.open_styles(styles)
     settings = replace(settings, content_weight=1.0, style_weight=1.0, tv_weight=0.0).validated(len(styles))

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import images, losses
 from .engine import stylize
-from .objective import distances
+from .objective import YARDSTICK, distances
 from .runtime import reuse_freed_memory
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, SettingsError, declaration
 from .vgg import load_model
@@ -37,9 +37,6 @@ from .vgg import load_model
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PANEL_FOLDER = EXAMPLES / "panel"
 VALIDATION_FOLDER = EXAMPLES / "validation"
-# The measure every configuration is judged by, whatever weights it optimises with.
-YARDSTICK = Settings(style_layers=DEFAULT_STYLE_LAYERS, style_layer_weights=(1.0,) * len(DEFAULT_STYLE_LAYERS),
-                     content_layer=DEFAULT_CONTENT_LAYER, style_scale=1.0)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 

@@ -100,3 +100,32 @@ def test_the_fixed_part_is_fitted_through_the_two_largest_sizes():
     assert fixed_work({small: 0.2}) is None
     # steps that grow faster than their work leave no fixed part, not a negative one
     assert fixed_work({small: 0.1, middle: 0.5}) == 0
+
+
+def test_a_frame_costing_as_much_as_a_step_counts_in_the_time_left():
+    # Two scales (works 1e9 and 4e9) of 4 and 5 steps; steps of 0.7 s (the first 1.5x), each followed by a
+    # 0.7 s frame, every step (interval 0). At the first scale's step 3 (t = 1.05 + 0.7 + 0.7 + 0.7 + 0.7 = 3.85):
+    # pace (3.85 - 1.05 - 1.4) / 2 = 0.7 s, frames 0.7 s; the second scale's step by the guessed fixed part
+    # 0.7 * (2.5e9 + 4e9) / (2.5e9 + 1e9) = 1.3 s. Left: 1 x (0.7 + 0.7) + (5 + 0.9) x (1.3 + 0.7) = 13.2 s.
+    clock = TimeLeft([1e9, 4e9], [4, 5], frame_interval=0.0)
+    clock.start_scale(0, 0.0)
+    clock.step_done(1, 1.05)
+    clock.frame_shown(0.7)
+    clock.step_done(2, 2.45)
+    clock.frame_shown(0.7)
+    clock.step_done(3, 3.85)
+    assert timeleft.GUESSED_FIXED_WORK == 2.5e9 and timeleft.TARGETS_IN_STEPS == 0.9
+    assert clock.seconds_left(3, 3.85) == pytest.approx(13.2)
+
+
+def test_frames_every_interval_take_their_share_of_each_interval():
+    # One scale of 20 steps of 0.25 s (the first 0.375 s); a 0.5 s frame after step 1 and then every 2 s, here
+    # after step 7 (t = 0.375 + 0.5 + 6 x 0.25 = 2.375). Steps fill 1.5 s of each 2 s, so a step costs
+    # 0.25 / (1 - 0.5 / 2) = 1/3 s with its share of the frames: 13 steps left, 13/3 s.
+    clock = TimeLeft([1e9], [20], frame_interval=2.0)
+    clock.start_scale(0, 0.0)
+    clock.step_done(1, 0.375)
+    clock.frame_shown(0.5)
+    for scale_step in range(2, 8):
+        clock.step_done(scale_step, 0.875 + (scale_step - 1) * 0.25)
+    assert clock.seconds_left(7, 2.375) == pytest.approx(13 / 3)
