@@ -3,7 +3,8 @@
 __version__ = "0.8.0"  # before the imports below: nst.provenance reads it
 
 from .checkpoint import Checkpoint, CheckpointError, Interrupted
-from .engine import Frame, stylize
+from .engine import stylize
+from .observers import Frame
 from .images import ImageError, open_image
 from .objective import distances
 from .provenance import save_png, settings_from_picture

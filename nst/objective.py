@@ -21,17 +21,19 @@ relative errors alone press a pale painting onto a busy photo hard and take litt
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import distributed, images, losses, tiles
 from .optimizers import lbfgs_history
 from .runtime import Runtime, release_freed_memory, resolve_device
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings
+from .terms import Content, Style, Tile, TotalVariation, Whole
 from .vgg import load_model
 
 
@@ -76,7 +78,6 @@ class Objective:
             self.regions = [(None, blended)]
         else:
             self.regions = [(mask, targets[0])] + ([(1 - mask, targets[1])] if len(targets) > 1 else [])
-        self._grids: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]] = {}
         self.betas = {}  # per region and layer: style_weight * w_l * rho / the target's own energy
         for index, (_, grams) in enumerate(self.regions):
             rho = (_energy(grams[settings.content_layer]) / max(photo_texture, 1e-12)) ** 0.25 if against_the_photo else 1.0
@@ -84,6 +85,10 @@ class Objective:
                 self.betas[index, layer] = settings.style_weight * weight * rho / max(_energy(grams[layer]), 1e-12)
         if distributed.active():
             self._agree_with_the_first_process()
+        # The weighted terms, in the order the total adds them.
+        self.terms = [Content(settings.content_layer, self.content_target, self.alpha),
+                       Style(settings.style_layers, self.regions, self.betas),
+                       TotalVariation(settings.tv_weight)]
 
     def _plan(self, size, layers, held: float) -> tiles.Plan | None:
         return _plan(self.settings.tile, size, layers, self.runtime.device, held)
@@ -131,37 +136,18 @@ class Objective:
 
     def __call__(self, image: Tensor) -> dict[str, Tensor]:
         """The loss terms of the whole picture at once (whatever `tile` says), differentiable."""
-        settings = self.settings
         with self.runtime.autocast():
-            features = self._features(image, self.layers)
-        content = losses.content_loss(features[settings.content_layer], self.content_target)
-        grams = {}
-        for layer in settings.style_layers:
-            for index, (mask, _) in enumerate(self.regions):
-                activations = features[layer]
-                if mask is not None:
-                    activations = activations * self._grid(index, layer, mask, activations.shape[-2:])[0]
-                grams[index, layer] = losses.gram(losses.as_matrix(activations))
-        tv = losses.total_variation(image) if settings.tv_weight else image.new_zeros(())
-        return self._terms(content, self._style(grams, {layer: features[layer].shape[-2:] for layer in settings.style_layers}), tv)
+            view = Whole(image, self._features(image, self.layers))
+        return self._weighed({term: term.value(term.sums(view), view.size_at) for term in self.terms})
 
-    def _style(self, grams: dict[tuple[int, str], Tensor], sizes: dict[str, tuple[int, int]]) -> Tensor:
-        """The weighted style term from each region's Gram matrix at each style layer, whose map has `sizes`."""
-        layer_terms, betas = [], []
-        for layer in self.settings.style_layers:
-            size = sizes[layer]
-            for index, (mask, targets) in enumerate(self.regions):
-                gram, share = grams[index, layer], 1.0
-                positions = size[0] * size[1]
-                if mask is not None:
-                    _, share, positions = self._grid(index, layer, mask, size)
-                layer_terms.append(share * losses.style_layer_loss(gram, targets[layer] * positions, gram.shape[0], positions))
-                betas.append(self.betas[index, layer])
-        return losses.style_loss(layer_terms, betas)
-
-    def _terms(self, content: Tensor, style: Tensor, tv: Tensor) -> dict[str, Tensor]:
-        total = losses.total_loss(content, style, tv, self.alpha, 1.0, self.settings.tv_weight)
-        return {"content": self.alpha * content, "style": style, "tv": self.settings.tv_weight * tv, "total": total}
+    def _weighed(self, values: dict) -> dict[str, Tensor]:
+        """{content, style, tv}: each term's value times its weight, and their sum."""
+        weighed = {term: term.weight * value for term, value in values.items()}
+        total = None
+        for value in weighed.values():
+            total = value if total is None else total + value
+        content, style, tv = self.terms
+        return {"content": weighed[content], "style": values[style], "tv": weighed[tv], "total": total}
 
     def loss_and_gradient(self, image: Tensor) -> dict[str, Tensor]:
         """The loss terms, with their gradient added into `image.grad`: of the whole picture at once,
@@ -173,133 +159,60 @@ class Objective:
         return self._tiled(image)
 
     def _tiled(self, image: Tensor) -> dict[str, Tensor]:
-        settings, plan, picture = self.settings, self.tiles, image.detach()
+        """Pass 1 sums every term over the tiles' cores (then over the processes); pass 2 back-propagates
+        each tile's surrogates, whose gradient with respect to what the tile owns is the whole loss's,
+        and adds its whole input gradient (core and margin) into the picture's (`nst.terms`)."""
+        plan, picture = self.tiles, image.detach()
         mine = list(distributed.share(plan))  # all of them in one process; with several, its share (nst.distributed)
-        # Pass 1: the sums of every term over the tiles' cores, then over the processes. The last
-        # tile keeps its forward's graph, so that pass 2 starts with it without running it again.
-        dtype = torch.promote_types(picture.dtype, torch.float32)
-        content, tv = picture.new_zeros((), dtype=dtype), picture.new_zeros((), dtype=dtype)
-        grams = {(index, layer): picture.new_zeros(targets[layer].shape, dtype=dtype)
-                 for layer in settings.style_layers for index, (_, targets) in enumerate(self.regions)}
-        kept = None
-        for tile in mine:
-            keep = tile is mine[-1]
-            piece = tile.region(picture).clone().requires_grad_(True) if keep else tile.region(picture)
-            with torch.set_grad_enabled(keep):
-                features = self._tile_features(piece)
-            with torch.no_grad():
-                parts = self._tile_sums(tile, piece, features)
-            content.add_(parts["content"])
-            tv.add_(parts["tv"])
-            for key, gram in parts["grams"].items():
-                grams[key].add_(gram)
-            if keep:
-                kept = piece, features
-            del features
-        distributed.all_reduce([content, tv, *grams.values()])
+        sums, kept = self._pass_one(plan, mine, picture)
+        distributed.all_reduce([total for term in self.terms for total in sums[term].values()])
         release_freed_memory()  # pass 1's blocks, which pass 2's larger ones would not fit between (docs/method.md)
-        sizes = {layer: plan.size_at(layer) for layer in settings.style_layers}
-        # The style term's gradient with respect to each summed Gram matrix: what each tile's own Gram matrix is weighed by.
-        fixed = {key: gram.detach().requires_grad_(True) for key, gram in grams.items()}
-        with torch.enable_grad():
-            style = self._style(fixed, sizes)
-            weights = dict(zip(fixed, torch.autograd.grad(style, list(fixed.values())), strict=True))
-        symmetric = {key: weight + weight.T for key, weight in weights.items()}
-        # Pass 2: each tile's gradient with respect to what it owns, back to its input; with several
-        # processes, the picture's gradient is the sum of theirs.
+        values, pairings = {}, {}
+        for term in self.terms:
+            values[term], pairings[term] = term.value_and_pairing(sums[term], plan.size_at)
         several = distributed.active()
         gradient = torch.zeros_like(image) if image.grad is None or several else image.grad
         for tile in mine[-1:] + mine[:-1]:
             if kept is not None:  # pass 1's last tile; no reference kept past it, so its graph goes when it is done
-                (piece, features), kept = kept, None
+                view, kept = kept, None
             else:
                 piece = tile.region(picture).clone().requires_grad_(True)
                 with torch.enable_grad():
-                    features = self._tile_features(piece)
-            self._tile_backward(tile, piece, features, symmetric)
-            del features
-            tile.region(gradient).add_(piece.grad)
+                    view = Tile(plan, tile, piece, self._tile_features(piece))
+            surrogates = [part for term in self.terms if (part := term.surrogate(view, pairings[term])) is not None]
+            functools.reduce(operator.add, surrogates).backward()
+            tile.region(gradient).add_(view.picture.grad)
+            del view
         distributed.all_reduce([gradient])
         if image.grad is None:
             image.grad = gradient
         elif gradient is not image.grad:
             image.grad.add_(gradient)
-        return self._terms(content, style.detach(), tv)
+        return self._weighed(values)
+
+    def _pass_one(self, plan: tiles.Plan, mine: list[tiles.Tile], picture: Tensor) -> tuple[dict, Tile | None]:
+        """Every term's sums over these tiles' cores. The last tile keeps its forward's graph, so that
+        pass 2 starts with it without running it again."""
+        dtype = torch.promote_types(picture.dtype, torch.float32)
+        sums, kept = {}, None
+        for tile in mine:
+            keep = tile is mine[-1]
+            piece = tile.region(picture).clone().requires_grad_(True) if keep else tile.region(picture)
+            with torch.set_grad_enabled(keep):
+                view = Tile(plan, tile, piece, self._tile_features(piece))
+            with torch.no_grad():
+                for term in self.terms:
+                    for key, part in term.sums(view).items():
+                        total = sums.setdefault(term, {}).setdefault(key, picture.new_zeros(part.shape, dtype=dtype))
+                        total.add_(part)
+            if keep:
+                kept = view
+            del view
+        return sums, kept
 
     def _tile_features(self, piece: Tensor) -> dict[str, Tensor]:
         with self.runtime.autocast():
             return self._features(piece, self.layers)
-
-    def _tile_sums(self, tile: tiles.Tile, piece: Tensor, features: dict[str, Tensor]) -> dict:
-        """A tile's share of each sum: content, the Gram matrices per region and style layer, total variation."""
-        settings, plan = self.settings, self.tiles
-        layer = settings.content_layer
-        content = losses.content_loss(tiles.core_features(plan, tile, layer, features[layer]), self._content_target(tile))
-        grams = {}
-        for layer in settings.style_layers:
-            activations = tiles.core_features(plan, tile, layer, features[layer])
-            for index in range(len(self.regions)):
-                grams[index, layer] = losses.gram(losses.as_matrix(self._weighed(tile, index, layer, activations)))
-        tv = tiles.total_variation_sum(plan, tile, piece) / (plan.height * plan.width) if settings.tv_weight else piece.new_zeros(())
-        return {"content": content, "grams": grams, "tv": tv}
-
-    def _tile_backward(self, tile: tiles.Tile, piece: Tensor, features: dict[str, Tensor], symmetric: dict) -> None:
-        """Back-propagates into `piece.grad` the loss's gradient with respect to what the tile owns:
-        alpha (F - P) at the content layer, and (W + W^T) F of each region at each style layer, W the
-        style term's gradient with respect to the summed Gram matrix (`_WeighedGram`)."""
-        settings, plan = self.settings, self.tiles
-        layer = settings.content_layer
-        surrogate = self.alpha * losses.content_loss(tiles.core_features(plan, tile, layer, features[layer]), self._content_target(tile))
-        for layer in settings.style_layers:
-            core = tiles.core_features(plan, tile, layer, features[layer])
-            for index, (mask, _) in enumerate(self.regions):
-                root = None if mask is None else self._mask_core(tile, index, layer, mask)
-                surrogate = surrogate + _WeighedGram.apply(core, symmetric[index, layer], root)
-        if settings.tv_weight:
-            surrogate = surrogate + settings.tv_weight * tiles.total_variation_sum(plan, tile, piece) / (plan.height * plan.width)
-        surrogate.backward()
-
-    def _content_target(self, tile: tiles.Tile) -> Tensor:
-        return self.content_target[(..., *self.tiles.global_core(tile, self.settings.content_layer, self.content_target.shape[-2:]))]
-
-    def _mask_core(self, tile: tiles.Tile, index: int, layer: str, mask: Tensor) -> Tensor:
-        """The square root of a region's mask on a layer's grid, over the tile's core at that layer."""
-        root = self._grid(index, layer, mask, self.tiles.size_at(layer))[0]
-        return root[(..., *self.tiles.global_core(tile, layer, root.shape[-2:]))]
-
-    def _weighed(self, tile: tiles.Tile, index: int, layer: str, activations: Tensor) -> Tensor:
-        mask = self.regions[index][0]
-        return activations if mask is None else activations * self._mask_core(tile, index, layer, mask)
-
-    def _grid(self, index: int, layer: str, mask: Tensor, size) -> tuple[Tensor, Tensor, Tensor]:
-        """A region's mask on a layer's grid: its square root (to weigh the features), its share of
-        the picture and its sum (the region's positions), made on first use."""
-        if (index, layer) not in self._grids:
-            grid = F.interpolate(mask, size=tuple(size), mode="area")
-            self._grids[index, layer] = grid.sqrt(), grid.mean(), grid.sum().clamp_min(1e-6)
-        return self._grids[index, layer]
-
-
-class _WeighedGram(torch.autograd.Function):
-    """<W, G> for a tile's core F (weighed by a mask's root) and its Gram matrix G = F F^T, whose value
-    pass 2 does not need: the forward returns 0 and makes no G; the backward gives (W + W^T) F, made
-    when autograd reaches the layer, so that one layer's gradient is held at a time."""
-
-    @staticmethod
-    def forward(ctx, core: Tensor, symmetric: Tensor, root: Tensor | None) -> Tensor:
-        ctx.save_for_backward(core)
-        ctx.symmetric, ctx.root = symmetric, root
-        return symmetric.new_zeros(())
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (core,) = ctx.saved_tensors
-        positions = losses.as_matrix(core).T  # (M, N), positions in the order as_matrix reads them
-        root = None if ctx.root is None else ctx.root.reshape(-1, 1)
-        gradient = (positions if root is None else positions * root) @ (ctx.symmetric * grad)
-        if root is not None:
-            gradient.mul_(root)
-        return gradient.reshape(1, core.shape[-2], core.shape[-1], -1).permute(0, 3, 1, 2).to(core.dtype), None, None
 
 
 def tile_plan(settings: Settings, size: tuple[int, int], device: torch.device) -> tiles.Plan | None:

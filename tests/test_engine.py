@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from nst import Settings, SettingsError, distances, images, scale_schedule, stylize
-from nst.engine import scale_settings
+from nst.run import scale_settings
 from nst.images import style_size
 from nst.objective import Objective
 from nst.runtime import Runtime, resolve_precision

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from nst import Settings, SettingsError, images, stylize, tiles
 from nst.__main__ import main as cli
-from nst.engine import scale_settings
+from nst.run import scale_settings
 from nst.objective import Objective
 from nst.optimizers import lbfgs_history
 from nst.runtime import Runtime

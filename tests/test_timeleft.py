@@ -5,7 +5,7 @@ import math
 import pytest
 
 from nst import timeleft
-from nst.engine import scale_settings, _deepest
+from nst.run import deepest, scale_settings
 from nst.images import working_size
 from nst.schedule import scale_schedule
 from nst.settings import Settings
@@ -20,7 +20,7 @@ def works_and_steps(size=512, steps=80, width=768, height=512):
     settings = Settings(size=size, steps=steps).validated()
     schedule = scale_schedule(size, steps, True, width / height)
     sizes = [working_size(width, height, side, "content image") for side, _ in schedule]
-    works = [step_work(*shape, _deepest(scale_settings(settings, index == len(schedule) - 1))) for index, shape in enumerate(sizes)]
+    works = [step_work(*shape, deepest(scale_settings(settings, index == len(schedule) - 1))) for index, shape in enumerate(sizes)]
     return works, [n for _, n in schedule]
 
 
