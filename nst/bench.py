@@ -33,9 +33,9 @@ from torch import nn
 from . import images, losses
 from .engine import stylize
 from .objective import distances
+from .layers import LAYER_NAMES, conv_work, up_to
 from .runtime import LARGE_PICTURE, resolve_device, resolve_precision, reuse_freed_memory, use_memory_policy
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, declaration
-from .vgg import LAYER_INDEX, LAYER_NAMES
 from .weights import load_weights
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -51,15 +51,13 @@ class NaiveGatys:
     def __init__(self, device: torch.device):
         weights = load_weights("embedded")
         modules = []
-        for name in LAYER_NAMES[: LAYER_INDEX["relu5_1"] + 1]:
-            if name.startswith("conv"):
-                index = LAYER_INDEX[name]
-                weight = weights.state_dict[f"{index}.weight"]
-                conv = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1)
-                conv.weight.data.copy_(weight)
+        for index, layer in enumerate(up_to("relu5_1")):
+            if layer.kind == "conv":
+                conv = nn.Conv2d(layer.inputs, layer.width, 3, padding=1)
+                conv.weight.data.copy_(weights.state_dict[f"{index}.weight"])
                 conv.bias.data.copy_(weights.state_dict[f"{index}.bias"])
                 modules.append(conv)
-            elif name.startswith("relu"):
+            elif layer.kind == "relu":
                 modules.append(nn.ReLU(inplace=False))
             else:
                 modules.append(nn.MaxPool2d(2, 2))
@@ -155,19 +153,6 @@ def _naive_worker(connection, content_path: str, style_path: str, device_name: s
             connection.send(time.perf_counter() - start)
         else:
             return
-
-
-def conv_flops(height: int, width: int, deepest: str) -> float:
-    """Multiply-adds x 2 of the convolutions up to `deepest`, forward only."""
-    flops, channels = 0.0, 3
-    for name in LAYER_NAMES[: LAYER_INDEX[deepest] + 1]:
-        if name.startswith("conv"):
-            width_out = (64, 128, 256, 512, 512)[int(name[4]) - 1]
-            flops += 2 * height * width * channels * width_out * 9
-            channels = width_out
-        elif name.startswith("pool"):
-            height, width = height // 2, width // 2
-    return flops
 
 
 def measure_peak_gflops(device: torch.device, seconds: float = 2.0) -> float:
@@ -285,7 +270,8 @@ def _peak_memory_child(config: str, side: int, content_path: str, style_path: st
 def bench_size(side: int, content_path: str, style_path: str, device, steps: int, naive: NaiveProcess | None, precisions) -> dict:
     content, style = images.open_image(content_path), images.open_image(style_path)
     height, width = images.working_size(content.width, content.height, side)
-    flops = 2 * conv_flops(height, width, "relu5_1")  # forward + gradient to the input, no weight gradients
+    # two flops a multiply-add, forward and gradient to the input (no weight gradients)
+    flops = 2 * 2 * conv_work(height, width, "relu5_1")
     row: dict = {"size": side, "pixels": f"{width}x{height}", "gflop_per_step": flops / 1e9}
     configs = (["naive"] if naive is not None else []) + [f"ours_{precision}" for precision in precisions]
     if device.type == "cpu" and "fp32" in precisions and side <= LARGE_PICTURE:
