@@ -22,9 +22,10 @@ from . import distributed, images, tiles
 from .checkpoint import Checkpoint, CheckpointError, Interrupted, fingerprint, marks_its_update, step_finished, step_torn
 from .images import ImageError, ImageSource
 from .layers import LAYER_INDEX
+from .memory import LARGE_PICTURE, release_freed_memory
 from .objective import Objective, tile_plan
 from .optimizers import make_optimizer
-from .runtime import LARGE_PICTURE, Runtime, release_freed_memory
+from .runtime import Runtime
 from .schedule import MIN_SCALE_SIDE, scale_schedule, style_reading_side
 from .settings import OPTIMIZERS, Settings, SettingsError
 from .timeleft import TimeLeft, measure_fixed_work, step_work

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import images, losses
 from .engine import stylize
 from .objective import distances
-from .runtime import reuse_freed_memory
+from .memory import reuse_freed_memory
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, SettingsError, declaration
 from .vgg import load_model
 

@@ -26,25 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .layers import LAYER_INDEX, LAYERS, channels_per_pixel
+from .layers import LAYER_INDEX, LAYERS
+from .memory import pass_bytes, tile_budget
 
 # The smallest core side a tile may have; `tile` refuses smaller.
 MIN_TILE = 64
-# On CPU, what a run may take in all: a tile's pass (forward and backward) takes what the picture's
-# own tensors (`held_bytes`) leave of it, so that a 4096 px run stays within 6 GB, and a 2048 px one
-# takes larger tiles, which read less margin; but at least MIN_TILE_MEMORY (an 8192 px run holds 9 GB).
-RUN_MEMORY = 5 * 2**30
-MIN_TILE_MEMORY = 2**30
-# Peak bytes of a forward and backward pass per input pixel and per channel-per-pixel of the network
-# (`layers.channels_per_pixel`), in float32, measured with /usr/bin/time -v on CPU; counted so in bf16 too,
-# whose Gram matrices and sums take float32 copies of the activations.
-BYTES_PER_CHANNEL = 8.0
 # Pass 1 (a forward without gradient) and pass 2 (forward and backward) against one forward and
 # backward: at 2048x1501, 4 tiles reading 1.19 times the picture took 1.51 times a whole step.
 TILED_PASSES = 1.27
-# Picture-sized float32 tensors held besides L-BFGS's history: the picture, its gradient, L-BFGS's
-# state, the photo and its copy at the scale, the last good picture, the painting, frame buffers.
-HELD_PICTURES = 12
 
 
 @dataclass(frozen=True)
@@ -139,41 +128,6 @@ def shared_plan(height: int, width: int, layers: Collection[str], processes: int
 def _boundaries(length: int, tile: int, grid: int) -> tuple[int, ...]:
     count = math.ceil(length / tile)
     return tuple(round(k * length / (count * grid)) * grid for k in range(count)) + (length,)
-
-
-def pass_bytes(pixels: int, deepest: str) -> float:
-    """Peak memory of a forward and backward pass over `pixels` input pixels to `deepest`."""
-    return pixels * channels_per_pixel(deepest) * BYTES_PER_CHANNEL
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes free for this run: on CUDA the device's free memory, else the system's MemAvailable."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 2 * RUN_MEMORY  # not Linux: RUN_MEMORY decides
-
-
-def tile_budget(device: torch.device, held: float) -> float:
-    """What one tile's pass may take: half of what is free besides `held`; on CPU at most what
-    RUN_MEMORY leaves beside `held`, or MIN_TILE_MEMORY."""
-    free = max(0.0, (available_memory(device) - held) / 2)
-    return free if device.type == "cuda" else min(max(RUN_MEMORY - held, MIN_TILE_MEMORY), free)
-
-
-def held_bytes(height: int, width: int, history: int, content_layer: str) -> float:
-    """What a run holds for the whole picture besides a pass: picture-sized tensors, L-BFGS's
-    history pairs, the content target."""
-    picture = 3 * height * width * 4
-    layer = LAYERS[content_layer]
-    target = layer.width * height * width / layer.stride**2 * 4
-    return (HELD_PICTURES + 2 * history) * picture + target
 
 
 def choose_tile(setting: str, height: int, width: int, layers: Collection[str], device: torch.device, held: float,
