@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import images, losses
+from . import images, losses, reference
 from .engine import stylize
 from .objective import distances
 from .layers import LAYER_NAMES, conv_work, up_to
@@ -45,9 +45,9 @@ DEFAULT_STYLE = EXAMPLES / "starry_night.jpg"
 
 
 class NaiveGatys:
-    """The textbook loop: full VGG19 stack to relu5_1 in plain NCHW float32, out-of-place ReLU,
-    max pooling, torch's L-BFGS (no line search, history 100), the same losses as our defaults;
-    only the targets are cached."""
+    """The textbook loop (`nst.reference`): full VGG19 stack to relu5_1 in plain NCHW float32,
+    out-of-place ReLU, max pooling, torch's L-BFGS, the same losses as our defaults; only the
+    targets are cached."""
 
     def __init__(self, device: torch.device):
         weights = load_weights("embedded")
@@ -63,11 +63,11 @@ class NaiveGatys:
             else:
                 modules.append(nn.MaxPool2d(2, 2))
         self.net = nn.Sequential(*modules).to(device).eval().requires_grad_(False)
-        self.mean = torch.tensor([103.939, 116.779, 123.68], device=device).view(1, 3, 1, 1)
+        self.mean = reference.caffe_mean(device)
         self.layers = set(DEFAULT_STYLE_LAYERS) | {DEFAULT_CONTENT_LAYER}
 
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = image[:, [2, 1, 0]] * 255 - self.mean
+        x = reference.to_caffe(image, self.mean)
         out = {}
         for name, module in zip(LAYER_NAMES, self.net):
             x = module(x)
@@ -88,26 +88,19 @@ class NaiveGatys:
             betas = [10.0 / len(DEFAULT_STYLE_LAYERS) / float(losses.style_layer_loss(torch.zeros_like(a), a, a.shape[0], 1))
                      for a in targets.values()]
         image = content.clone().requires_grad_(True)
-        # torch's defaults, but one iteration per call, so that every step can be timed.
-        optimizer = torch.optim.LBFGS([image], max_iter=1)
 
-        def closure():
+        def loss():
             with torch.no_grad():
                 image.clamp_(0, 1)
-            optimizer.zero_grad()
             features = self.features(image)
             content_term = losses.content_loss(features[DEFAULT_CONTENT_LAYER], content_target)
             terms = []
             for layer in DEFAULT_STYLE_LAYERS:
                 matrix = losses.as_matrix(features[layer])
                 terms.append(losses.style_layer_loss(losses.gram(matrix), targets[layer] * matrix.shape[1], *matrix.shape))
-            loss = alpha * content_term + losses.style_loss(terms, betas)
-            loss.backward()
-            return loss
+            return alpha * content_term + losses.style_loss(terms, betas)
 
-        while True:
-            optimizer.step(closure)
-            yield image
+        yield from reference.lbfgs_steps(image, loss)
 
 
 class NaiveProcess:
