@@ -13,12 +13,13 @@ from .layers import LAYERS, channels_per_pixel
 # freed blocks for reuse (none with `tile` off, which also leaves Winograd's convolutions out: their
 # transformed filters are large), and the engine hands freed memory back between such scales.
 LARGE_PICTURE = 768
-# Up to this long side a run in tiles keeps every freed block all the same: a 2048 px step took 8.6 s
-# so against 9.2 s, in 3.4 GB; at 4096 px a heap that kept every block grew past 6 GB.
+# Up to this long side a run in tiles keeps every freed block all the same: its steps are faster and
+# its heap stays within the run's memory; above, such a heap outgrew it (docs/speed.md, Peak memory).
 KEPT_TILED_PICTURE = 2048
+
 # On CPU, what a run may take in all: a tile's pass (forward and backward) takes what the picture's
-# own tensors (`held_bytes`) leave of it, so that a 4096 px run stays within 6 GB, and a 2048 px one
-# takes larger tiles, which read less margin; but at least MIN_TILE_MEMORY (an 8192 px run holds 9 GB).
+# own tensors (`held_bytes`) leave of it, so that a 4096 px run stays within its 6 GB aim and a smaller
+# one takes larger tiles, which read less margin; but at least MIN_TILE_MEMORY (docs/speed.md, Print size).
 RUN_MEMORY = 5 * 2**30
 MIN_TILE_MEMORY = 2**30
 # Peak bytes of a forward and backward pass per input pixel and per channel-per-pixel of the network
@@ -31,8 +32,8 @@ HELD_PICTURES = 12
 
 LBFGS_HISTORY = 20
 LBFGS_MEMORY = 200 * 2**20  # bytes for L-BFGS's history: each pair holds two image-sized vectors
-# ... and at least LBFGS_MIN_HISTORY pairs, as long as they fit in this (at 4096 px: 5 pairs of 134 MB
-# vectors, at 8192 px one pair): beyond, memory is set by the tile (nst.tiles) and the history must fit too.
+# ... and at least LBFGS_MIN_HISTORY pairs, as long as they fit in this, so that a print-size picture
+# keeps a useful history; beyond, memory is set by the tile, and the history must fit too (docs/method.md).
 LBFGS_MIN_HISTORY = 5
 LBFGS_LARGE_MEMORY = 3 * 2**29
 
@@ -97,7 +98,7 @@ def reuse_freed_memory() -> None:
     and fresh pages cost a page fault and zeroing on first touch, every step (docs/method.md). This
     policy serves every block from the process heap, one heap for all threads, and never trims it,
     so the process keeps its peak size until `release_freed_memory`. Process-wide, so the caller
-    decides (the app, and the CLI up to 768 px).
+    decides (the app, and the CLI up to LARGE_PICTURE).
     """
     _glibc("mallopt", M_ARENA_MAX, 1)
     _glibc("mallopt", M_MMAP_MAX, 0)
@@ -108,10 +109,9 @@ def reuse_small_blocks() -> None:
     """Keep freed blocks up to 32 MB (glibc's largest threshold) for the next allocation, and serve
     larger ones from fresh pages that go back to the system when freed.
 
-    For pictures in tiles: a heap that kept every block grew to 2.7 times a tile pass's own memory at
-    4096 px (a pass's gradients are made while its activations are freed, in other sizes), where
-    fresh pages for every block cost a step 53 s instead of 31 s; this policy's step took 39 s, with
-    1.7 times the pass's memory (docs/method.md).
+    For pictures in tiles: a tile's pass makes its gradients while its activations are freed, in
+    other sizes, so a heap that kept every block grew well past the pass's own memory, and fresh
+    pages for every block slowed a step most; this policy lies between (docs/method.md, Memory first).
     """
     _glibc("mallopt", M_ARENA_MAX, 1)
     _glibc("mallopt", M_MMAP_THRESHOLD, 32 * 2**20)

@@ -32,7 +32,7 @@ from .memory import pass_bytes, tile_budget
 # The smallest core side a tile may have; `tile` refuses smaller.
 MIN_TILE = 64
 # Pass 1 (a forward without gradient) and pass 2 (forward and backward) against one forward and
-# backward: at 2048x1501, 4 tiles reading 1.19 times the picture took 1.51 times a whole step.
+# backward, per pixel read: measured on a tiled step against a whole one (docs/speed.md, Print size).
 TILED_PASSES = 1.27
 
 
