@@ -17,8 +17,8 @@ import gradio as gr
 
 from handlers import (API_PARAMETERS, DEFAULT_STRENGTH, DEFAULTS, EXAMPLES, RESTORED, api_input, arm_stop, canvas, example_canvas,
                       forget_session, request_stop, restore_settings, style_picker, stylize, stylize_page)
+from nst.memory import reuse_freed_memory
 from nst.warmup import warm_up
-from nst.runtime import reuse_freed_memory
 from nst.settings import declaration
 from server_policy import CACHE_SECONDS, CONCURRENCY, MAX_FILE_SIZE, QUEUE_SIZE, WEIGHT_CHOICES, GuardedBlocks, bounds, sweep_cache
 

@@ -24,7 +24,7 @@ from PIL import Image, ImageChops
 
 import nst
 from nst import ImageError, Settings, SettingsError, WeightsError, save_png, scale_schedule, settings_from_picture
-from nst.runtime import release_freed_memory
+from nst.memory import release_freed_memory
 from nst.settings import check_number, declaration, format_number
 from nst.timelapse import Timelapse
 from server_policy import (CACHE_SECONDS, LIMITS, SERVER_WEIGHTS, bounds, on_zero_gpu, parse_request, refuse, time_limit,

@@ -25,7 +25,7 @@ from .checkpoint import Checkpoint, CheckpointError, Interrupted, interrupts_wai
 from .engine import stylize
 from .images import ImageError, open_image, open_mask
 from .provenance import save_png, settings_from_picture
-from .runtime import use_memory_policy
+from .memory import use_memory_policy
 from .settings import Declared, Settings, SettingsError, declarations, resolve_device
 from .timelapse import Timelapse
 from .weights import WeightsError

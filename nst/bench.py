@@ -30,12 +30,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import images, losses
+from . import images, losses, reference
 from .engine import stylize
 from .objective import distances
-from .runtime import LARGE_PICTURE, resolve_device, resolve_precision, reuse_freed_memory, use_memory_policy
+from .layers import LAYER_NAMES, conv_work, up_to
+from .memory import LARGE_PICTURE, reuse_freed_memory, use_memory_policy
+from .runtime import resolve_device, resolve_precision
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, declaration
-from .vgg import LAYER_INDEX, LAYER_NAMES
 from .weights import load_weights
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -44,31 +45,29 @@ DEFAULT_STYLE = EXAMPLES / "starry_night.jpg"
 
 
 class NaiveGatys:
-    """The textbook loop: full VGG19 stack to relu5_1 in plain NCHW float32, out-of-place ReLU,
-    max pooling, torch's L-BFGS (no line search, history 100), the same losses as our defaults;
-    only the targets are cached."""
+    """The textbook loop (`nst.reference`): full VGG19 stack to relu5_1 in plain NCHW float32,
+    out-of-place ReLU, max pooling, torch's L-BFGS, the same losses as our defaults; only the
+    targets are cached."""
 
     def __init__(self, device: torch.device):
         weights = load_weights("embedded")
         modules = []
-        for name in LAYER_NAMES[: LAYER_INDEX["relu5_1"] + 1]:
-            if name.startswith("conv"):
-                index = LAYER_INDEX[name]
-                weight = weights.state_dict[f"{index}.weight"]
-                conv = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1)
-                conv.weight.data.copy_(weight)
+        for index, layer in enumerate(up_to("relu5_1")):
+            if layer.kind == "conv":
+                conv = nn.Conv2d(layer.inputs, layer.width, 3, padding=1)
+                conv.weight.data.copy_(weights.state_dict[f"{index}.weight"])
                 conv.bias.data.copy_(weights.state_dict[f"{index}.bias"])
                 modules.append(conv)
-            elif name.startswith("relu"):
+            elif layer.kind == "relu":
                 modules.append(nn.ReLU(inplace=False))
             else:
                 modules.append(nn.MaxPool2d(2, 2))
         self.net = nn.Sequential(*modules).to(device).eval().requires_grad_(False)
-        self.mean = torch.tensor([103.939, 116.779, 123.68], device=device).view(1, 3, 1, 1)
+        self.mean = reference.caffe_mean(device)
         self.layers = set(DEFAULT_STYLE_LAYERS) | {DEFAULT_CONTENT_LAYER}
 
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = image[:, [2, 1, 0]] * 255 - self.mean
+        x = reference.to_caffe(image, self.mean)
         out = {}
         for name, module in zip(LAYER_NAMES, self.net):
             x = module(x)
@@ -89,26 +88,19 @@ class NaiveGatys:
             betas = [10.0 / len(DEFAULT_STYLE_LAYERS) / float(losses.style_layer_loss(torch.zeros_like(a), a, a.shape[0], 1))
                      for a in targets.values()]
         image = content.clone().requires_grad_(True)
-        # torch's defaults, but one iteration per call, so that every step can be timed.
-        optimizer = torch.optim.LBFGS([image], max_iter=1)
 
-        def closure():
+        def loss():
             with torch.no_grad():
                 image.clamp_(0, 1)
-            optimizer.zero_grad()
             features = self.features(image)
             content_term = losses.content_loss(features[DEFAULT_CONTENT_LAYER], content_target)
             terms = []
             for layer in DEFAULT_STYLE_LAYERS:
                 matrix = losses.as_matrix(features[layer])
                 terms.append(losses.style_layer_loss(losses.gram(matrix), targets[layer] * matrix.shape[1], *matrix.shape))
-            loss = alpha * content_term + losses.style_loss(terms, betas)
-            loss.backward()
-            return loss
+            return alpha * content_term + losses.style_loss(terms, betas)
 
-        while True:
-            optimizer.step(closure)
-            yield image
+        yield from reference.lbfgs_steps(image, loss)
 
 
 class NaiveProcess:
@@ -155,19 +147,6 @@ def _naive_worker(connection, content_path: str, style_path: str, device_name: s
             connection.send(time.perf_counter() - start)
         else:
             return
-
-
-def conv_flops(height: int, width: int, deepest: str) -> float:
-    """Multiply-adds x 2 of the convolutions up to `deepest`, forward only."""
-    flops, channels = 0.0, 3
-    for name in LAYER_NAMES[: LAYER_INDEX[deepest] + 1]:
-        if name.startswith("conv"):
-            width_out = (64, 128, 256, 512, 512)[int(name[4]) - 1]
-            flops += 2 * height * width * channels * width_out * 9
-            channels = width_out
-        elif name.startswith("pool"):
-            height, width = height // 2, width // 2
-    return flops
 
 
 def measure_peak_gflops(device: torch.device, seconds: float = 2.0) -> float:
@@ -285,7 +264,8 @@ def _peak_memory_child(config: str, side: int, content_path: str, style_path: st
 def bench_size(side: int, content_path: str, style_path: str, device, steps: int, naive: NaiveProcess | None, precisions) -> dict:
     content, style = images.open_image(content_path), images.open_image(style_path)
     height, width = images.working_size(content.width, content.height, side)
-    flops = 2 * conv_flops(height, width, "relu5_1")  # forward + gradient to the input, no weight gradients
+    # two flops a multiply-add, forward and gradient to the input (no weight gradients)
+    flops = 2 * 2 * conv_work(height, width, "relu5_1")
     row: dict = {"size": side, "pixels": f"{width}x{height}", "gflop_per_step": flops / 1e9}
     configs = (["naive"] if naive is not None else []) + [f"ours_{precision}" for precision in precisions]
     if device.type == "cpu" and "fp32" in precisions and side <= LARGE_PICTURE:

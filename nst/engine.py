@@ -17,10 +17,11 @@ from torch import Tensor
 from . import images, run, tiles
 from .checkpoint import Checkpoint, CheckpointError, Interrupted, fingerprint, marks_its_update, step_finished, step_torn
 from .images import ImageSource
+from .memory import LARGE_PICTURE, release_freed_memory
 from .objective import Objective, tile_plan
 from .observers import Frame, Frames, Health, Position
 from .optimizers import make_optimizer
-from .runtime import LARGE_PICTURE, Runtime, release_freed_memory
+from .runtime import Runtime
 from .schedule import style_reading_side
 from .settings import Settings
 from .timeleft import TimeLeft, step_work

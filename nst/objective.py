@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from . import distributed, images, losses, tiles
-from .optimizers import lbfgs_history
-from .runtime import Runtime, release_freed_memory, resolve_device
+from .memory import held_bytes, lbfgs_history, release_freed_memory
+from .runtime import Runtime, resolve_device
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings
 from .terms import Content, Style, Tile, TotalVariation, Whole
 from .vgg import load_model
@@ -222,7 +222,7 @@ def tile_plan(settings: Settings, size: tuple[int, int], device: torch.device) -
 
 def _held(settings: Settings, size) -> float:
     """What a run holds for the whole picture besides a pass, which the tile's budget leaves room for."""
-    return tiles.held_bytes(*size, lbfgs_history(3 * size[0] * size[1]), settings.content_layer)
+    return held_bytes(*size, lbfgs_history(3 * size[0] * size[1]), settings.content_layer)
 
 
 def _plan(setting: str, size, layers, device: torch.device, held: float) -> tiles.Plan | None:

@@ -10,8 +10,9 @@ each labelled with its figures) to be looked at.
 The anchor is jcjohnson/neural-style's recipe at its default weights, written here: content
 5 x mean((F - P)^2) at relu4_2; style 100 x sum over relu1_1 ... relu5_1 of mean((G - A)^2), with
 Gram matrices divided by C H W; total variation 1e-3; pixels in Caffe's 0-255 BGR units; torch's
-L-BFGS (history 100, no line search) for 300 iterations from the content image. It runs on our VGG19
-forward pass (Winograd's convolutions, the same function as the direct ones to float32 rounding).
+L-BFGS (history 100, no line search) for 300 iterations from the content image: the textbook loop of
+`nst.reference`. It runs on our VGG19 forward pass (Winograd's convolutions, the same function as
+the direct ones to float32 rounding).
 The panel's images are in examples/panel (credits in examples/CREDITS.md); this needs the repository.
 """
 
@@ -27,17 +28,16 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from . import images, losses
+from . import images, losses, reference
 from .engine import stylize
+from .memory import reuse_freed_memory
 from .objective import YARDSTICK, distances
-from .runtime import reuse_freed_memory
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, SettingsError, declaration
 from .vgg import load_model
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PANEL_FOLDER = EXAMPLES / "panel"
 VALIDATION_FOLDER = EXAMPLES / "validation"
-_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
 @dataclass(frozen=True)
@@ -94,16 +94,10 @@ def picture_path(name: str) -> Path:
 
 
 def anchor(content: Image.Image, style: Image.Image, size: int, steps: int = 300) -> Image.Image:
-    """jcjohnson/neural-style's default recipe (see the module's docstring)."""
+    """jcjohnson/neural-style's default recipe (see the module's docstring), by the textbook loop."""
     model = load_model()
     layers = set(DEFAULT_STYLE_LAYERS) | {DEFAULT_CONTENT_LAYER}
-    mean = torch.tensor(_CAFFE_BGR_MEAN).view(1, 3, 1, 1)
-
-    def to_caffe(rgb: torch.Tensor) -> torch.Tensor:
-        return rgb.flip(1) * 255 - mean
-
-    def to_rgb(caffe: torch.Tensor) -> torch.Tensor:
-        return (caffe + mean).flip(1) / 255
+    mean = reference.caffe_mean("cpu")
 
     def grams(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         result = {}
@@ -116,23 +110,21 @@ def anchor(content: Image.Image, style: Image.Image, size: int, steps: int = 300
     with torch.no_grad():
         content_target = model(content_tensor, [DEFAULT_CONTENT_LAYER], winograd=True)[DEFAULT_CONTENT_LAYER].clone()
         style_targets = grams(model(images.load_style_tensor(style, size, "cpu"), DEFAULT_STYLE_LAYERS, winograd=True))
-    pixels = to_caffe(content_tensor).contiguous().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([pixels], max_iter=steps, tolerance_change=-1, tolerance_grad=-1, history_size=100)
+    pixels = reference.to_caffe(content_tensor, mean).contiguous().requires_grad_(True)
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        features = model(to_rgb(pixels), layers, winograd=True)
+    def loss() -> torch.Tensor:
+        features = model(reference.to_rgb(pixels, mean), layers, winograd=True)
         content_term = 5 * (features[DEFAULT_CONTENT_LAYER] - content_target).pow(2).mean()
         generated = grams(features)
         style_term = sum(100 * (generated[layer] - style_targets[layer]).pow(2).mean() for layer in DEFAULT_STYLE_LAYERS)
         dx = pixels[..., :-1, :-1] - pixels[..., :-1, 1:]
         dy = pixels[..., :-1, :-1] - pixels[..., 1:, :-1]
-        loss = content_term + style_term + 1e-3 * 0.5 * (dx.pow(2).sum() + dy.pow(2).sum())
-        loss.backward()
-        return loss
+        return content_term + style_term + 1e-3 * 0.5 * (dx.pow(2).sum() + dy.pow(2).sum())
 
-    optimizer.step(closure)
-    return images.to_pil(to_rgb(pixels.detach()).clamp(0, 1))
+    iterations = reference.lbfgs_steps(pixels, loss)
+    for _ in range(steps):
+        next(iterations)
+    return images.to_pil(reference.to_rgb(pixels.detach(), mean).clamp(0, 1))
 
 
 def ours(content: Image.Image, style: Image.Image, settings: Settings) -> Image.Image:

@@ -15,7 +15,7 @@ from .checkpoint import Checkpoint, CheckpointError
 from .images import ImageError, ImageSource
 from .schedule import scale_schedule
 from .settings import Settings, SettingsError
-from .vgg import LAYER_INDEX
+from .layers import LAYER_INDEX
 
 
 def checked_inputs(content: ImageSource, styles: ImageSource | Sequence[ImageSource], mask: ImageSource | None,

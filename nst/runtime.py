@@ -1,5 +1,5 @@
-"""Where and how fast a picture is computed: device and precision, Winograd's choice, CUDA graphs,
-and the process's allocator policy. None of it changes what the method computes."""
+"""Where and how fast a picture is computed: device and precision, Winograd's choice, CUDA graphs.
+None of it changes what the method computes (the allocator's policy is `nst.memory`'s)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .memory import LARGE_PICTURE
 from .settings import Settings, resolve_device
 
-# Above this long side memory comes first on CPU (docs/method.md): `use_memory_policy` keeps fewer
-# freed blocks for reuse (none with `tile` off, which also leaves Winograd's convolutions out: their
-# transformed filters are large), and the engine hands freed memory back between such scales.
-LARGE_PICTURE = 768
-# Up to this long side a run in tiles keeps every freed block all the same: a 2048 px step took 8.6 s
-# so against 9.2 s, in 3.4 GB; at 4096 px a heap that kept every block grew past 6 GB.
-KEPT_TILED_PICTURE = 2048
 # Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
 CUDA_GRAPH_MIN_STEPS = 10
 
@@ -106,76 +100,3 @@ def replayed(closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
         return total
 
     return replay
-
-
-def use_memory_policy(size: int, tile: str = "auto") -> None:
-    """The allocator policy for a process that makes pictures of this long side: freed memory kept for
-    the next step up to LARGE_PICTURE, and in tiles up to KEPT_TILED_PICTURE; above, blocks up to 32 MB
-    kept (`reuse_small_blocks`), or, with `tile` off, none (`limit_heap_growth`)."""
-    if size <= LARGE_PICTURE or size <= KEPT_TILED_PICTURE and tile != "off":
-        reuse_freed_memory()
-    elif tile == "off":
-        limit_heap_growth()
-    else:
-        reuse_small_blocks()
-
-
-def reuse_freed_memory() -> None:
-    """Keep freed memory in the process for the next allocation instead of handing it back.
-
-    By default glibc maps every block over 32 MB fresh from the system and returns it when freed,
-    and fresh pages cost a page fault and zeroing on first touch, every step (docs/method.md). This
-    policy serves every block from the process heap, one heap for all threads, and never trims it,
-    so the process keeps its peak size until `release_freed_memory`. Process-wide, so the caller
-    decides (the app, and the CLI up to 768 px).
-    """
-    _glibc("mallopt", M_ARENA_MAX, 1)
-    _glibc("mallopt", M_MMAP_MAX, 0)
-    _glibc("mallopt", M_TRIM_THRESHOLD, 2**31 - 1)
-
-
-def reuse_small_blocks() -> None:
-    """Keep freed blocks up to 32 MB (glibc's largest threshold) for the next allocation, and serve
-    larger ones from fresh pages that go back to the system when freed.
-
-    For pictures in tiles: a heap that kept every block grew to 2.7 times a tile pass's own memory at
-    4096 px (a pass's gradients are made while its activations are freed, in other sizes), where
-    fresh pages for every block cost a step 53 s instead of 31 s; this policy's step took 39 s, with
-    1.7 times the pass's memory (docs/method.md).
-    """
-    _glibc("mallopt", M_ARENA_MAX, 1)
-    _glibc("mallopt", M_MMAP_THRESHOLD, 32 * 2**20)
-    _glibc("mallopt", M_TRIM_THRESHOLD, 2**31 - 1)
-
-
-def release_freed_memory() -> None:
-    """Hand the memory freed since the last call back to the system (glibc's malloc_trim).
-
-    With `reuse_freed_memory` the process keeps its peak size; a server calls this between runs so
-    that an idle process shrinks back, at the cost of faulting pages in again on the next run's
-    first step.
-    """
-    _glibc("malloc_trim", 0)
-
-
-def limit_heap_growth() -> None:
-    """Serve every allocation over 128 KB from fresh pages that go back to the system when freed.
-
-    glibc raises that threshold as large blocks are freed, after which the picture-sized buffers of
-    each step come from the heap and fragment it, and a large picture's process grows every step.
-    Fresh pages cost page faults, which only large pictures amortise,
-    and the policy is process-wide: so the caller decides (the CLI does, for large pictures).
-    """
-    _glibc("mallopt", M_MMAP_THRESHOLD, 128 * 1024)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8
-
-
-def _glibc(function: str, *arguments: int) -> None:
-    try:
-        import ctypes
-
-        getattr(ctypes.CDLL("libc.so.6"), function)(*arguments)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune

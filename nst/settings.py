@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from .vgg import LAYER_NAMES, POOLINGS, RELU_LAYERS
+from .layers import LAYER_NAMES, POOLINGS, RELU_LAYERS
 from .weights import SOURCES, WEIGHT_SUFFIXES, describe_sources
 
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")

@@ -26,25 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .vgg import BLOCK_WIDTHS, LAYER_INDEX, LAYER_NAMES
+from .layers import LAYER_INDEX, LAYERS
+from .memory import pass_bytes, tile_budget
 
 # The smallest core side a tile may have; `tile` refuses smaller.
 MIN_TILE = 64
-# On CPU, what a run may take in all: a tile's pass (forward and backward) takes what the picture's
-# own tensors (`held_bytes`) leave of it, so that a 4096 px run stays within 6 GB, and a 2048 px one
-# takes larger tiles, which read less margin; but at least MIN_TILE_MEMORY (an 8192 px run holds 9 GB).
-RUN_MEMORY = 5 * 2**30
-MIN_TILE_MEMORY = 2**30
-# Peak bytes of a forward and backward pass per input pixel and per channel-per-pixel of the network
-# (`_channels_per_pixel`), in float32, measured with /usr/bin/time -v on CPU; counted so in bf16 too,
-# whose Gram matrices and sums take float32 copies of the activations.
-BYTES_PER_CHANNEL = 8.0
 # Pass 1 (a forward without gradient) and pass 2 (forward and backward) against one forward and
-# backward: at 2048x1501, 4 tiles reading 1.19 times the picture took 1.51 times a whole step.
+# backward, per pixel read: measured on a tiled step against a whole one (docs/speed.md, Print size).
 TILED_PASSES = 1.27
-# Picture-sized float32 tensors held besides L-BFGS's history: the picture, its gradient, L-BFGS's
-# state, the photo and its copy at the scale, the last good picture, the painting, frame buffers.
-HELD_PICTURES = 12
 
 
 @dataclass(frozen=True)
@@ -82,12 +71,12 @@ class Plan:
 
     def size_at(self, layer: str) -> tuple[int, int]:
         """The (height, width) of the whole picture's map at `layer`."""
-        stride = layer_stride(layer)
+        stride = LAYERS[layer].stride
         return _layer_size(self.height, stride), _layer_size(self.width, stride)
 
     def core_of(self, tile: Tile, layer: str, features: Tensor) -> tuple[slice, slice]:
         """The rows and columns of a tile's `features` at `layer` that the tile owns."""
-        stride = layer_stride(layer)
+        stride = LAYERS[layer].stride
         top, bottom, left, right = tile.core
         read_top, _, read_left, _ = tile.read
         rows = slice((top - read_top) // stride, (bottom - read_top) // stride if bottom < self.height else features.shape[-2])
@@ -96,7 +85,7 @@ class Plan:
 
     def global_core(self, tile: Tile, layer: str, size: tuple[int, int]) -> tuple[slice, slice]:
         """The same positions in the whole picture's map at `layer`, of `size`."""
-        stride = layer_stride(layer)
+        stride = LAYERS[layer].stride
         top, bottom, left, right = tile.core
         return (slice(top // stride, bottom // stride if bottom < self.height else size[0]),
                 slice(left // stride, right // stride if right < self.width else size[1]))
@@ -110,29 +99,10 @@ def step_cost(plan: Plan | None) -> float:
     return TILED_PASSES * read / (plan.height * plan.width)
 
 
-def layer_stride(layer: str) -> int:
-    return 2 ** sum(name.startswith("pool") for name in LAYER_NAMES[: LAYER_INDEX[layer] + 1])
-
-
-def reach(layer: str) -> int:
-    """How far beyond its own input window a position at `layer` sees, in input px, on either side.
-
-    A position i of a layer of stride S sees the input [S i + low, S i + high]: a 3x3 convolution
-    widens that by S on each side, a 2x2 pooling doubles S and adds S to high.
-    """
-    stride, low, high = 1, 0, 0
-    for name in LAYER_NAMES[: LAYER_INDEX[layer] + 1]:
-        if name.startswith("conv"):
-            low, high = low - stride, high + stride
-        elif name.startswith("pool"):
-            stride, high = 2 * stride, high + stride
-    return max(-low, high - stride + 1)
-
-
 def margin_and_grid(layers: Collection[str]) -> tuple[int, int]:
     """The input margin a tile reads around its core for these layers, on their pooling grid, and the grid."""
-    grid = max(layer_stride(layer) for layer in layers)
-    return math.ceil(max(reach(layer) for layer in layers) / grid) * grid, grid
+    grid = max(LAYERS[layer].stride for layer in layers)
+    return math.ceil(max(LAYERS[layer].reach for layer in layers) / grid) * grid, grid
 
 
 def plan(height: int, width: int, layers: Collection[str], tile: int) -> Plan | None:
@@ -158,54 +128,6 @@ def shared_plan(height: int, width: int, layers: Collection[str], processes: int
 def _boundaries(length: int, tile: int, grid: int) -> tuple[int, ...]:
     count = math.ceil(length / tile)
     return tuple(round(k * length / (count * grid)) * grid for k in range(count)) + (length,)
-
-
-def _channels_per_pixel(deepest: str) -> float:
-    """Channels per input pixel that a pass to `deepest` computes: its work, and its activations' size."""
-    total, stride, channels = 0.0, 1, 3
-    for name in LAYER_NAMES[: LAYER_INDEX[deepest] + 1]:
-        if name.startswith("conv"):
-            channels = BLOCK_WIDTHS[int(name[4]) - 1]
-        elif name.startswith("pool"):
-            stride *= 2
-        if not name.startswith("relu"):
-            total += channels / stride**2
-    return total
-
-
-def pass_bytes(pixels: int, deepest: str) -> float:
-    """Peak memory of a forward and backward pass over `pixels` input pixels to `deepest`."""
-    return pixels * _channels_per_pixel(deepest) * BYTES_PER_CHANNEL
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes free for this run: on CUDA the device's free memory, else the system's MemAvailable."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 2 * RUN_MEMORY  # not Linux: RUN_MEMORY decides
-
-
-def tile_budget(device: torch.device, held: float) -> float:
-    """What one tile's pass may take: half of what is free besides `held`; on CPU at most what
-    RUN_MEMORY leaves beside `held`, or MIN_TILE_MEMORY."""
-    free = max(0.0, (available_memory(device) - held) / 2)
-    return free if device.type == "cuda" else min(max(RUN_MEMORY - held, MIN_TILE_MEMORY), free)
-
-
-def held_bytes(height: int, width: int, history: int, content_layer: str) -> float:
-    """What a run holds for the whole picture besides a pass: picture-sized tensors, L-BFGS's
-    history pairs, the content target."""
-    picture = 3 * height * width * 4
-    target = BLOCK_WIDTHS[int(content_layer[4]) - 1] * height * width / layer_stride(content_layer) ** 2 * 4 \
-        if content_layer[4].isdigit() else 0
-    return (HELD_PICTURES + 2 * history) * picture + target
 
 
 def choose_tile(setting: str, height: int, width: int, layers: Collection[str], device: torch.device, held: float,

@@ -3,7 +3,7 @@ cost grows with its size: a fixed part plus a part proportional to its convoluti
 
 from __future__ import annotations
 
-from .vgg import BLOCK_WIDTHS, LAYER_INDEX, LAYER_NAMES
+from .layers import conv_work
 
 # The fixed part of a step, in units of convolution work, until a run has timed two sizes; the app's
 # warm-up measures it (`measure_fixed_work`). A guess between the machines in docs/speed.md.
@@ -15,17 +15,9 @@ _warm_up: tuple[float, float] | None = None  # (fixed work, seconds per unit of 
 
 
 def step_work(height: int, width: int, deepest: str) -> float:
-    """Multiply-adds of VGG19's forward convolutions up to the layer `deepest`, for a picture of
-    `height` x `width` (the gradient to the input costs about as much again)."""
-    work, channels = 0.0, 3
-    for name in LAYER_NAMES[: LAYER_INDEX[deepest] + 1]:
-        if name.startswith("conv"):
-            width_out = BLOCK_WIDTHS[int(name[4]) - 1]
-            work += height * width * channels * width_out * 9
-            channels = width_out
-        elif name.startswith("pool"):
-            height, width = height // 2, width // 2
-    return work
+    """The model's unit of a step's cost: the multiply-adds of VGG19's forward convolutions up to the
+    layer `deepest`, for a picture of `height` x `width` (the gradient to the input costs about as much again)."""
+    return conv_work(height, width, deepest)
 
 
 def fixed_work(paces: dict[float, float]) -> float | None:

@@ -8,30 +8,11 @@ from collections.abc import Collection
 import torch
 from torch import Tensor, nn
 
+from .layers import CAFFE_BGR_MEAN, LAYER_INDEX, LAYER_NAMES, LAYERS, POOLINGS
 from .winograd import frozen_convolution, transform_filters
 from .weights import CAFFE, Weights, load_weights
 
-BLOCK_SIZES = (2, 2, 4, 4, 4)
-BLOCK_WIDTHS = (64, 128, 256, 512, 512)
-
-
-def _layer_names() -> tuple[str, ...]:
-    names = []
-    for block, convs in enumerate(BLOCK_SIZES, 1):
-        for k in range(1, convs + 1):
-            names += [f"conv{block}_{k}", f"relu{block}_{k}"]
-        names.append(f"pool{block}")
-    return tuple(names)
-
-
-# The single table of names, in the order of torchvision's vgg19().features (37 modules).
-LAYER_NAMES = _layer_names()
-LAYER_INDEX = {name: index for index, name in enumerate(LAYER_NAMES)}
-RELU_LAYERS = tuple(name for name in LAYER_NAMES if name.startswith("relu"))
-POOLINGS = ("max", "avg")
-
-# Input normalisation per weight convention, for an RGB image in [0, 1]: channel order, scale, mean.
-_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+# Input normalisation of torchvision's weights, for an RGB image in [0, 1] (Caffe's: `CAFFE_BGR_MEAN`).
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -51,13 +32,10 @@ class VGG19Features(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         modules: list[nn.Module] = []
-        channels = 3
-        for name in LAYER_NAMES:
-            if name.startswith("conv"):
-                width = BLOCK_WIDTHS[int(name[4]) - 1]
-                modules.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))
-                channels = width
-            elif name.startswith("relu"):
+        for layer in LAYERS.values():
+            if layer.kind == "conv":
+                modules.append(nn.Conv2d(layer.inputs, layer.width, kernel_size=3, padding=1))
+            elif layer.kind == "relu":
                 modules.append(nn.ReLU(inplace=True))
             else:
                 modules.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
@@ -69,7 +47,7 @@ class VGG19Features(nn.Module):
         self.source = weights.source
         self.pooling = pooling
         if weights.convention == CAFFE:
-            self.bgr, scale, mean = True, torch.full((3,), 255.0), torch.tensor(_CAFFE_BGR_MEAN)
+            self.bgr, scale, mean = True, torch.full((3,), 255.0), torch.tensor(CAFFE_BGR_MEAN)
         else:
             self.bgr, scale = False, 1.0 / torch.tensor(_IMAGENET_STD)
             mean = torch.tensor(_IMAGENET_MEAN) * scale

@@ -69,7 +69,7 @@ def test_steps_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
     code = """
         import resource, statistics, sys
         from nst import Settings, open_image, stylize
-        from nst.runtime import limit_heap_growth, reuse_freed_memory
+        from nst.memory import limit_heap_growth, reuse_freed_memory
         reuse_freed_memory() if sys.argv[1] == "reuse" else limit_heap_growth()
         frames = stylize(open_image(sys.argv[2]), open_image(sys.argv[3]),
                          Settings(size=256, steps=50, multiscale=False, frame_interval=0))
@@ -94,7 +94,7 @@ def test_released_memory_goes_back_to_the_system_after_a_run():
     code = """
         import gc, sys
         from nst import Settings, open_image, stylize
-        from nst.runtime import release_freed_memory, reuse_freed_memory
+        from nst.memory import release_freed_memory, reuse_freed_memory
 
         def resident_mb():
             with open("/proc/self/status") as status:

@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nst import Settings, SettingsError, images, stylize, tiles
+from nst import Settings, SettingsError, images, memory, stylize, tiles
 from nst.__main__ import main as cli
+from nst.memory import lbfgs_history
 from nst.run import scale_settings
 from nst.objective import Objective
-from nst.optimizers import lbfgs_history
 from nst.runtime import Runtime
 from nst.vgg import VGG19Features, load_model
 from nst.weights import load_weights
@@ -151,12 +151,13 @@ def test_auto_leaves_a_default_picture_whole_and_tiles_a_print_size_one_within_i
     tensor = images.load_tensor(content, 512, "cpu")
     assert Objective(load_model(), tensor, [images.load_tensor(style, 512, "cpu")], settings, Runtime.for_settings(settings)).tiles is None
     layers = set(settings.style_layers) | {settings.content_layer}
-    held = tiles.held_bytes(2724, 4096, lbfgs_history(3 * 2724 * 4096), settings.content_layer)
+    held = memory.held_bytes(2724, 4096, lbfgs_history(3 * 2724 * 4096), settings.content_layer)
     side = tiles.choose_tile("auto", 2724, 4096, layers, torch.device("cpu"), held)
     assert side is not None and side % 16 == 0
     read = side + 2 * tiles.margin_and_grid(layers)[0]
-    budget = tiles.tile_budget(torch.device("cpu"), held)
-    assert side == tiles.MIN_TILE or tiles.pass_bytes(read**2, "relu5_1") <= budget <= max(tiles.RUN_MEMORY - held, tiles.MIN_TILE_MEMORY)
+    budget = memory.tile_budget(torch.device("cpu"), held)
+    assert side == tiles.MIN_TILE or (
+        memory.pass_bytes(read**2, "relu5_1") <= budget <= max(memory.RUN_MEMORY - held, memory.MIN_TILE_MEMORY))
 
 
 def test_l_bfgs_history_fits_beside_a_print_size_picture():

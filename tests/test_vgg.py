@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nst.vgg import LAYER_NAMES, RELU_LAYERS, VGG19Features, load_model
+from nst.layers import LAYER_NAMES, RELU_LAYERS
+from nst.vgg import VGG19Features, load_model
 from nst.weights import load_weights
 
 

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from nst import images, open_image, winograd
 from nst.settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
-from nst.vgg import LAYER_NAMES, VGG19Features
+from nst.layers import LAYER_NAMES
+from nst.vgg import VGG19Features
 from nst.weights import load_weights
 
 from .conftest import EXAMPLES
