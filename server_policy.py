@@ -20,7 +20,8 @@ from gradio.route_utils import delete_files_created_by_app
 
 from nst import ImageError, Settings, SettingsError, open_image
 from nst.images import open_mask
-from nst.settings import declaration, resolve_device, shown_value
+from nst.runtime import resolve_device
+from nst.settings import declaration, shown_value
 
 ON_GPU = resolve_device("auto").type != "cpu"
 

@@ -26,7 +26,8 @@ from .engine import stylize
 from .images import ImageError, open_image, open_mask
 from .provenance import save_png, settings_from_picture
 from .runtime import use_memory_policy
-from .settings import Declared, Settings, SettingsError, declarations, resolve_device
+from .runtime import resolve_device
+from .settings import Declared, Settings, SettingsError, declarations
 from .timelapse import Timelapse
 from .weights import WeightsError
 

@@ -8,27 +8,11 @@ from collections.abc import Collection
 import torch
 from torch import Tensor, nn
 
+from .layers import BLOCK_WIDTHS, LAYER_INDEX, LAYER_NAMES, POOLINGS
+from .layers import RELU_LAYERS as RELU_LAYERS  # where the tests look for it
 from .winograd import frozen_convolution, transform_filters
 from .weights import CAFFE, Weights, load_weights
 
-BLOCK_SIZES = (2, 2, 4, 4, 4)
-BLOCK_WIDTHS = (64, 128, 256, 512, 512)
-
-
-def _layer_names() -> tuple[str, ...]:
-    names = []
-    for block, convs in enumerate(BLOCK_SIZES, 1):
-        for k in range(1, convs + 1):
-            names += [f"conv{block}_{k}", f"relu{block}_{k}"]
-        names.append(f"pool{block}")
-    return tuple(names)
-
-
-# The single table of names, in the order of torchvision's vgg19().features (37 modules).
-LAYER_NAMES = _layer_names()
-LAYER_INDEX = {name: index for index, name in enumerate(LAYER_NAMES)}
-RELU_LAYERS = tuple(name for name in LAYER_NAMES if name.startswith("relu"))
-POOLINGS = ("max", "avg")
 
 # Input normalisation per weight convention, for an RGB image in [0, 1]: channel order, scale, mean.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
