@@ -14,8 +14,8 @@ import pytest
 import app
 import server_policy
 from nst import Settings, SettingsError, WeightsError, stylize
-from nst.__main__ import build_parser
-from nst.__main__ import main as cli
+from nst.cli import build_parser
+from nst.cli import main as cli
 from nst.settings import declarations, format_number, settings_table
 
 from .conftest import EXAMPLES, ROOT
