@@ -8,6 +8,7 @@ request may send are in server_policy.py; the page's style is in app.css. The en
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import threading
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from handlers import (API_PARAMETERS, DEFAULT_STRENGTH, DEFAULTS, EXAMPLES, RESTORED, api_input, arm_stop, canvas, example_canvas,
-                      forget_session, request_stop, restore_settings, style_picker, stylize, stylize_page)
+from handlers import (API_PARAMETERS, DEFAULT_STRENGTH, DEFAULTS, EXAMPLES, RESTORED, api_input, arm_stop, canvas, document_api,
+                      example_canvas, forget_session, request_stop, restore_settings, style_picker, stylize, stylize_page)
 from nst.memory import reuse_freed_memory
 from nst.warmup import warm_up
 from nst.settings import declaration
@@ -29,6 +30,10 @@ GALLERY = [("panel/codex_initial.jpg", "Codex Aboensis, 15th c."), ("starry_nigh
            ("panel/klimt_kiss.jpg", "Klimt, 1907–08")]
 # An example's brush layer, as the examples table names it, and its file in examples/masks/ (none: the whole photo).
 EXAMPLE_BRUSHES = [("", ""), ("the sky", "rocket_sky")]
+# The page's inputs to stylize_page, in the order of its parameters.
+PAGE_INPUTS = ["content_image", "style_image", "style_strength", "content_weight_log", "steps", "size", "style_layers", "content_layer",
+               "optimizer", "init", "preserve_colors", "multiscale", "tv_weight", "style_scale", "pooling", "seed", "weights",
+               "second_style", "second_style_share", "painting", "mask", "mask_feather"]
 
 HOW_IT_WORKS = """
 **What happens when you press Stylize** (Gatys, Ecker & Bethge, 2015)
@@ -67,104 +72,142 @@ def example_rows() -> list[list]:
     return [[str(EXAMPLES / f"{c}.jpg"), str(EXAMPLES / f"{s}.jpg"), strength, px, painted] for c, s, strength, px, painted in pairs]
 
 
-with GuardedBlocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS // 3), CACHE_SECONDS)) as demo:
-    gr.Markdown("# Neural Style Transfer\nDrop in a photo and a painting (or click an example), press **Stylize**, and watch the "
-                "photo take on the painting's style step by step.")
-    # Made here for the examples to fill in, and placed further down.
-    style_strength = gr.Slider(1, 10, value=DEFAULT_STRENGTH, step=0.5, label="Style strength", elem_id="strength",
-                               info="1: a light touch of the painting · 10: fully painted", render=False)
-    size = gr.Slider(*bounds("size"), value=DEFAULTS.size, step=32, label="Output size (long side, px)", elem_id="size", render=False)
+@functools.cache
+def build() -> GuardedBlocks:
+    """The page and its API, built once, on first use (`app.demo`, `prepare_server`, `launch`) rather than
+    at import: its ranges ask this server's capacity, and its API's descriptions come from stylize's docstring."""
+    document_api()  # before stylize is wired: Gradio reads the docstring then
+    with GuardedBlocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS // 3), CACHE_SECONDS)) as demo:
+        gr.Markdown("# Neural Style Transfer\nDrop in a photo and a painting (or click an example), press **Stylize**, and watch the "
+                    "photo take on the painting's style step by step.")
+        # Made here for the examples to fill in, and placed further down.
+        page = {"style_strength": gr.Slider(1, 10, value=DEFAULT_STRENGTH, step=0.5, label="Style strength", elem_id="strength",
+                                            info="1: a light touch of the painting · 10: fully painted", render=False),
+                "size": gr.Slider(*bounds("size"), value=DEFAULTS.size, step=32, label="Output size (long side, px)", elem_id="size",
+                                  render=False)}
+        with gr.Row():
+            with gr.Column():  # what the visitor brings: a photo and a painting
+                page |= photo_and_painting(page)
+            with gr.Column():  # what the visitor does and gets: how strongly, Stylize, and the picture forming
+                page |= result_column(page)
+        with gr.Accordion("Advanced", open=False, elem_id="advanced"):  # every other setting, one click away
+            page |= advanced_settings(page)
+        with gr.Accordion("How it works", open=False):
+            gr.Markdown(HOW_IT_WORKS)
+        wire_page(demo, page)
+        wire_api()
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    return demo
 
+
+def __getattr__(name: str):
+    if name == "demo":  # the name Gradio's tools and the tests know the app by
+        return build()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def photo_and_painting(page: dict) -> dict:
+    """The photo, the painting (uploaded or picked), the brush and the examples."""
     with gr.Row():
-        with gr.Column():  # what the visitor brings: a photo and a painting
-            with gr.Row():
-                content_image = gr.Image(label="Content (your photo)", type="filepath", sources=["upload", "clipboard", "webcam"],
-                                         height=240, min_width=140, elem_id="content")
-                style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=240,
-                                       min_width=140, elem_id="style")  # side by side on a phone too
-            gallery = gr.Gallery([(str(EXAMPLES / path), caption) for path, caption in GALLERY], label="Or pick a painting",
-                                 columns=len(GALLERY), rows=1, height=120, allow_preview=False, object_fit="cover", elem_id="gallery")
-            with gr.Accordion("Paint where the style goes (optional)", open=False, elem_id="paint-section"):
-                painting = gr.ImageEditor(label="Brush over your photo", type="pil", sources=(), transforms=(), layers=False,
-                                          brush=gr.Brush(colors=[("#ff2d87", 0.6)], color_mode="fixed"), eraser=gr.Eraser(),
-                                          height=320, elem_id="painting")
-                mask_feather = gr.Slider(*bounds("mask_feather"), value=DEFAULTS.mask_feather, step=1, label="Feather (px)",
-                                         info="Softens the edge between painted and unpainted parts. Unpainted parts stay the photo, "
-                                              "or take the second style (Advanced). On an example, the painted part shows in pink; "
-                                              "brushing starts a new mask.")
-                mask = gr.Image(type="filepath", format="png", image_mode="L", visible=False, elem_id="mask")
-            # Any name reaches canvas, which refuses the unknown ones in its own words.
-            painted_example = gr.Dropdown(EXAMPLE_BRUSHES, value="", label="Style only on", visible=False, allow_custom_value=True)
-            examples = gr.Examples(example_rows(), inputs=[content_image, style_image, style_strength, size, painted_example],
-                                   cache_examples=False, fn=example_canvas, outputs=[painting, mask], run_on_click=True,
-                                   label="Examples (click one, then Stylize)", elem_id="examples")
-            examples.dataset.headers = ["Photo", "Painting", "Strength", "Size (px)", "Style only on"]  # the inputs' labels are too long
-        with gr.Column():  # what the visitor does and gets: how strongly, Stylize, and the picture forming
-            style_strength.render()
-            with gr.Row():
-                stylize_button = gr.Button("Stylize", variant="primary", min_width=100, elem_id="stylize")
-                stop_button = gr.Button("Stop", variant="stop", min_width=100, elem_id="stop")
-            # Frames in the making go out as JPEG, smaller and quicker to make; the finished picture is a PNG with its settings.
-            result = gr.Image(label="Result", type="pil", format="jpeg", interactive=False, buttons=["download", "fullscreen"],
-                              height=420, elem_id="result")
-            status = gr.Markdown("Ready.", elem_id="status")
-            loss_plot = gr.LinePlot(x="step", y="log10 loss", color="series", label="Losses (log10)",
-                                    color_title="", height=270, elem_id="loss-plot")
-            comparison = gr.ImageSlider(label="Before / after", visible=False, type="pil", interactive=False)
-            timelapse = gr.File(label="Timelapse (animated WebP)", visible=False, elem_id="timelapse")
+        content_image = gr.Image(label="Content (your photo)", type="filepath", sources=["upload", "clipboard", "webcam"],
+                                 height=240, min_width=140, elem_id="content")
+        style_image = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=240,
+                               min_width=140, elem_id="style")  # side by side on a phone too
+    gallery = gr.Gallery([(str(EXAMPLES / path), caption) for path, caption in GALLERY], label="Or pick a painting",
+                         columns=len(GALLERY), rows=1, height=120, allow_preview=False, object_fit="cover", elem_id="gallery")
+    with gr.Accordion("Paint where the style goes (optional)", open=False, elem_id="paint-section"):
+        painting = gr.ImageEditor(label="Brush over your photo", type="pil", sources=(), transforms=(), layers=False,
+                                  brush=gr.Brush(colors=[("#ff2d87", 0.6)], color_mode="fixed"), eraser=gr.Eraser(),
+                                  height=320, elem_id="painting")
+        mask_feather = gr.Slider(*bounds("mask_feather"), value=DEFAULTS.mask_feather, step=1, label="Feather (px)",
+                                 info="Softens the edge between painted and unpainted parts. Unpainted parts stay the photo, "
+                                      "or take the second style (Advanced). On an example, the painted part shows in pink; "
+                                      "brushing starts a new mask.")
+        mask = gr.Image(type="filepath", format="png", image_mode="L", visible=False, elem_id="mask")
+    # Any name reaches canvas, which refuses the unknown ones in its own words.
+    painted_example = gr.Dropdown(EXAMPLE_BRUSHES, value="", label="Style only on", visible=False, allow_custom_value=True)
+    examples = gr.Examples(example_rows(), inputs=[content_image, style_image, page["style_strength"], page["size"], painted_example],
+                           cache_examples=False, fn=example_canvas, outputs=[painting, mask], run_on_click=True,
+                           label="Examples (click one, then Stylize)", elem_id="examples")
+    examples.dataset.headers = ["Photo", "Painting", "Strength", "Size (px)", "Style only on"]  # the inputs' labels are too long
+    return {"content_image": content_image, "style_image": style_image, "gallery": gallery, "painting": painting,
+            "mask_feather": mask_feather, "mask": mask}
 
-    with gr.Accordion("Advanced", open=False, elem_id="advanced"):  # every other setting, one click away
-        with gr.Row():
-            steps = gr.Slider(*bounds("steps"), value=DEFAULTS.steps, step=1, label="Iterations", elem_id="steps")
-            size.render()
-        style_layers = gr.CheckboxGroup(choices("style_layers"), value=list(DEFAULTS.style_layers), label="Style layers",
-                                        info="Low layers: colour and fine texture. High layers: larger motifs.")
-        with gr.Row():
-            content_layer = gr.Dropdown(choices("content_layer"), value=DEFAULTS.content_layer, label="Content layer")
-            content_weight = gr.Slider(-3, math.log10(bounds("content_weight")[1]), value=math.log10(DEFAULTS.content_weight),
-                                       step=0.1, label="Content weight (log10)", info="More: more photo. 0 = weight 1.")
-        with gr.Row():
-            optimizer = gr.Radio(choices("optimizer"), value=DEFAULTS.optimizer, label="Optimiser")
-            init = gr.Radio(choices("init"), value=DEFAULTS.init, label="Start from")
-            preserve_colors = gr.Radio(choices("preserve_colors"), value=DEFAULTS.preserve_colors, label="Preserve colours",
-                                       info="luminance: style on brightness only; histogram: recolour the painting first")
-        with gr.Row():
-            multiscale = gr.Checkbox(value=DEFAULTS.multiscale, label="Coarse to fine (faster)")
-            pooling = gr.Radio(choices("pooling"), value=DEFAULTS.pooling, label="Pooling")
-            seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=bounds("seed")[0], maximum=bounds("seed")[1], label="Seed")
-        with gr.Row():
-            tv_weight = gr.Slider(*bounds("tv_weight"), value=DEFAULTS.tv_weight, step=0.5, label="Smoothness (TV weight)")
-            style_scale = gr.Slider(*bounds("style_scale"), value=DEFAULTS.style_scale, step=0.05, label="Style scale",
-                                    info="Size of the painting's brush strokes relative to the output")
-        weights = gr.Dropdown(WEIGHT_CHOICES, value=DEFAULTS.weights, label="VGG19 weights")
-        with gr.Row():
-            second_style = gr.Image(label="Second style (optional)", type="filepath", sources=["upload", "clipboard"], height=180)
-            second_style_share = gr.Slider(0, 1, value=0.5, step=0.05, label="Share of the second style")
-        saved_picture = gr.File(label="Restore settings: drop a result PNG here", file_types=[".png"], type="filepath",
-                                height=100, elem_id="restore")
-    with gr.Accordion("How it works", open=False):
-        gr.Markdown(HOW_IT_WORKS)
 
-    # --- Wiring ---
-    page_inputs = [content_image, style_image, style_strength, content_weight, steps, size, style_layers, content_layer, optimizer,
-                   init, preserve_colors, multiscale, tv_weight, style_scale, pooling, seed, weights, second_style,
-                   second_style_share, painting, mask, mask_feather]
+def result_column(page: dict) -> dict:
+    """How strongly, Stylize and Stop, and what a run shows: the picture, its status and losses, before/after, the timelapse."""
+    page["style_strength"].render()
+    with gr.Row():
+        stylize_button = gr.Button("Stylize", variant="primary", min_width=100, elem_id="stylize")
+        stop_button = gr.Button("Stop", variant="stop", min_width=100, elem_id="stop")
+    # Frames in the making go out as JPEG, smaller and quicker to make; the finished picture is a PNG with its settings.
+    result = gr.Image(label="Result", type="pil", format="jpeg", interactive=False, buttons=["download", "fullscreen"],
+                      height=420, elem_id="result")
+    status = gr.Markdown("Ready.", elem_id="status")
+    loss_plot = gr.LinePlot(x="step", y="log10 loss", color="series", label="Losses (log10)",
+                            color_title="", height=270, elem_id="loss-plot")
+    comparison = gr.ImageSlider(label="Before / after", visible=False, type="pil", interactive=False)
+    timelapse = gr.File(label="Timelapse (animated WebP)", visible=False, elem_id="timelapse")
+    return {"stylize_button": stylize_button, "stop_button": stop_button, "result": result, "status": status, "loss_plot": loss_plot,
+            "comparison": comparison, "timelapse": timelapse}
+
+
+def advanced_settings(page: dict) -> dict:
+    """Every other setting, and the drop zone that restores a result's settings."""
+    with gr.Row():
+        steps = gr.Slider(*bounds("steps"), value=DEFAULTS.steps, step=1, label="Iterations", elem_id="steps")
+        page["size"].render()
+    style_layers = gr.CheckboxGroup(choices("style_layers"), value=list(DEFAULTS.style_layers), label="Style layers",
+                                    info="Low layers: colour and fine texture. High layers: larger motifs.")
+    with gr.Row():
+        content_layer = gr.Dropdown(choices("content_layer"), value=DEFAULTS.content_layer, label="Content layer")
+        content_weight = gr.Slider(-3, math.log10(bounds("content_weight")[1]), value=math.log10(DEFAULTS.content_weight),
+                                   step=0.1, label="Content weight (log10)", info="More: more photo. 0 = weight 1.")
+    with gr.Row():
+        optimizer = gr.Radio(choices("optimizer"), value=DEFAULTS.optimizer, label="Optimiser")
+        init = gr.Radio(choices("init"), value=DEFAULTS.init, label="Start from")
+        preserve_colors = gr.Radio(choices("preserve_colors"), value=DEFAULTS.preserve_colors, label="Preserve colours",
+                                   info="luminance: style on brightness only; histogram: recolour the painting first")
+    with gr.Row():
+        multiscale = gr.Checkbox(value=DEFAULTS.multiscale, label="Coarse to fine (faster)")
+        pooling = gr.Radio(choices("pooling"), value=DEFAULTS.pooling, label="Pooling")
+        seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=bounds("seed")[0], maximum=bounds("seed")[1], label="Seed")
+    with gr.Row():
+        tv_weight = gr.Slider(*bounds("tv_weight"), value=DEFAULTS.tv_weight, step=0.5, label="Smoothness (TV weight)")
+        style_scale = gr.Slider(*bounds("style_scale"), value=DEFAULTS.style_scale, step=0.05, label="Style scale",
+                                info="Size of the painting's brush strokes relative to the output")
+    weights = gr.Dropdown(WEIGHT_CHOICES, value=DEFAULTS.weights, label="VGG19 weights")
+    with gr.Row():
+        second_style = gr.Image(label="Second style (optional)", type="filepath", sources=["upload", "clipboard"], height=180)
+        second_style_share = gr.Slider(0, 1, value=0.5, step=0.05, label="Share of the second style")
+    saved_picture = gr.File(label="Restore settings: drop a result PNG here", file_types=[".png"], type="filepath",
+                            height=100, elem_id="restore")
+    return {"steps": steps, "style_layers": style_layers, "content_layer": content_layer, "content_weight_log": content_weight,
+            "optimizer": optimizer, "init": init, "preserve_colors": preserve_colors, "multiscale": multiscale, "pooling": pooling,
+            "seed": seed, "tv_weight": tv_weight, "style_scale": style_scale, "weights": weights, "second_style": second_style,
+            "second_style_share": second_style_share, "saved_picture": saved_picture}
+
+
+def wire_page(demo: gr.Blocks, page: dict) -> None:
+    """The page's events: a new photo, Stylize and Stop, the gallery, restoring settings, a tab closed."""
+    page_inputs = [page[name] for name in PAGE_INPUTS]
+    content_image, painting, mask, status = page["content_image"], page["painting"], page["mask"], page["status"]
     content_image.input(canvas, content_image, [painting, mask], queue=False, api_visibility="private")  # a new photo: a clean canvas
     painting.clear(lambda: None, None, mask, queue=False, api_visibility="private")
     run_token = gr.State()  # the stop flag of the run a click queues
-    stylize_button.click(arm_stop, None, run_token, queue=False, api_visibility="private").then(
-        stylize_page, [*page_inputs, run_token], [result, loss_plot, status, comparison, timelapse], api_visibility="private",
-        preprocess=False, concurrency_limit=CONCURRENCY, concurrency_id="stylize", show_progress="minimal")
-    stop_button.click(request_stop, None, None, api_name="stop", api_visibility="undocumented", queue=False)
-    gallery.select(style_picker([str(EXAMPLES / path) for path, _ in GALLERY]), None, style_image, api_visibility="private")
-    restored = {"style_strength": style_strength, "content_weight_log": content_weight, "steps": steps, "size": size,
-                "style_layers": style_layers, "content_layer": content_layer, "optimizer": optimizer, "init": init,
-                "preserve_colors": preserve_colors, "multiscale": multiscale, "tv_weight": tv_weight, "style_scale": style_scale,
-                "pooling": pooling, "seed": seed, "mask_feather": mask_feather, "second_style_share": second_style_share}
-    saved_picture.upload(restore_settings, saved_picture, [restored[name] for name in RESTORED] + [status], api_visibility="private")
+    page["stylize_button"].click(arm_stop, None, run_token, queue=False, api_visibility="private").then(
+        stylize_page, [*page_inputs, run_token], [page[name] for name in ("result", "loss_plot", "status", "comparison", "timelapse")],
+        api_visibility="private", preprocess=False, concurrency_limit=CONCURRENCY, concurrency_id="stylize", show_progress="minimal")
+    page["stop_button"].click(request_stop, None, None, api_name="stop", api_visibility="undocumented", queue=False)
+    page["gallery"].select(style_picker([str(EXAMPLES / path) for path, _ in GALLERY]), None, page["style_image"],
+                           api_visibility="private")
+    page["saved_picture"].upload(restore_settings, page["saved_picture"], [page[name] for name in RESTORED] + [status],
+                                 api_visibility="private")
     demo.unload(forget_session)
 
-    # The API: hidden inputs named, typed and defaulted by the settings' declarations.
+
+def wire_api() -> None:
+    """The API (/stylize, also an MCP tool): hidden inputs named, typed and defaulted by the settings' declarations."""
     api_inputs = [api_input(name) for name in API_PARAMETERS]
     api_outputs = [gr.Image(type="filepath", format="jpeg", visible=False, label="picture"),  # JPEG frames, as in the Result box
                    gr.Textbox(visible=False, label="status"), gr.JSON(visible=False, label="progress"),
@@ -172,14 +215,13 @@ with GuardedBlocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SEC
     gr.Button(visible=False).click(stylize, api_inputs, api_outputs, api_name="stylize", preprocess=False,
                                    concurrency_limit=CONCURRENCY, concurrency_id="stylize")
 
-demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
-
 
 def prepare_server() -> None:
     """What a serving process does once before its first visitor: keep freed memory for the next step
     (process-wide; each run gives its memory back at its end), load the network and time a few small
     steps (warm_up), so that the first picture starts at full speed and foresees its time left, and
     sweep the cache."""
+    demo = build()
     reuse_freed_memory()
     warm_up(DEFAULTS)
     threading.Thread(target=sweep_cache, args=(demo, *demo.delete_cache), daemon=True, name="sweep-cache").start()
@@ -188,7 +230,7 @@ def prepare_server() -> None:
 def launch(**options):
     """Serve the app as it is meant to be served: its style, the upload cap, errors without their
     internals, and the API as an MCP server too (at /gradio_api/mcp/)."""
-    return demo.launch(css_paths=[STYLESHEET], max_file_size=MAX_FILE_SIZE, show_error=False, mcp_server=True, **options)
+    return build().launch(css_paths=[STYLESHEET], max_file_size=MAX_FILE_SIZE, show_error=False, mcp_server=True, **options)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from nst import ImageError, Settings, SettingsError, WeightsError, save_png, sca
 from nst.memory import release_freed_memory
 from nst.settings import check_number, declaration, format_number
 from nst.timelapse import Timelapse
-from server_policy import (CACHE_SECONDS, LIMITS, SERVER_WEIGHTS, bounds, on_zero_gpu, parse_request, refuse, time_limit,
+from server_policy import (CACHE_SECONDS, SERVER_WEIGHTS, bounds, capacity, on_zero_gpu, parse_request, refuse, time_limit,
                            uploaded)
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -59,14 +59,23 @@ class StopRequests:
     """
 
     def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="nst-stops-"))
-        self._lock = threading.Lock()
+        self._folder: Path | None = None
+        self._lock = threading.RLock()
         self._sessions: dict[str, set[str]] = {}
+
+    @property
+    def folder(self) -> Path:
+        """The flags' folder, made on first use, which `arm` makes: in the server's process, before a run forks from it."""
+        with self._lock:
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="nst-stops-"))
+            return self._folder
 
     def arm(self, session: str) -> str:
         token = uuid.uuid4().hex
         with self._lock:
             self._sessions.setdefault(session, set()).add(token)
+            _ = self.folder  # made now, if not yet
         return token
 
     @contextlib.contextmanager
@@ -319,7 +328,13 @@ def api_help(name: str) -> str:
 
 
 API_PARAMETERS = [name for name in inspect.signature(stylize).parameters if name != "request"]
-stylize.__doc__ += "\n    Args:\n" + "".join(f"        {name}: {api_help(name)}\n" for name in API_PARAMETERS)
+STYLIZE_SUMMARY = stylize.__doc__
+
+
+def document_api() -> None:
+    """Complete stylize's docstring with its arguments' help on this server: Gradio reads it for the
+    API's and the MCP tool's descriptions when the page wires stylize, so the page's build calls this first."""
+    stylize.__doc__ = STYLIZE_SUMMARY + "\n    Args:\n" + "".join(f"        {name}: {api_help(name)}\n" for name in API_PARAMETERS)
 
 
 def described(component: gr.components.Component, description: str, schema: dict | None = None) -> gr.components.Component:
@@ -380,8 +395,9 @@ def restore_settings(picture: str | None):
               **{name: getattr(settings, name) for name in RESTORED if hasattr(settings, name)}}
     values["style_layers"] = list(settings.style_layers)
     values["second_style_share"] = settings.style_blend[1] if len(settings.style_blend) == 2 else gr.skip()
-    narrowed = [name for name, limit in LIMITS.items() if values[name] > limit]
-    values |= {name: LIMITS[name] for name in narrowed}
+    limits = capacity().limits
+    narrowed = [name for name, limit in limits.items() if values[name] > limit]
+    values |= {name: limits[name] for name in narrowed}
     note = f" ({', '.join(narrowed)} lowered to this server's limit)" if narrowed else ""
     return ([values[name] for name in RESTORED]
             + [f"Settings restored from {Path(picture).name}{note}; the images and any mask are yours to give again."])
@@ -399,7 +415,9 @@ def style_picker(paintings: list[str]) -> Callable[[gr.SelectData], str]:
     return pick_style
 
 
-EXAMPLE_MASKS = {path.stem for path in (EXAMPLES / "masks").glob("*.png")}
+def example_masks() -> list[str]:
+    """The brush layers of the examples, by name."""
+    return sorted(path.stem for path in (EXAMPLES / "masks").glob("*.png"))
 
 
 def canvas(photo: str | None, painted: str = ""):
@@ -410,8 +428,8 @@ def canvas(photo: str | None, painted: str = ""):
         return None, None
     if not painted:
         return {"background": photo, "layers": [], "composite": None}, None
-    if painted not in EXAMPLE_MASKS:  # a name, not a path: the event is reachable over HTTP
-        raise refuse(f"unknown example mask; the examples have {', '.join(sorted(EXAMPLE_MASKS))}")
+    if painted not in example_masks():  # a name, not a path: the event is reachable over HTTP
+        raise refuse(f"unknown example mask; the examples have {', '.join(example_masks())}")
     layer = EXAMPLES / "masks" / f"{painted}.png"
     with Image.open(photo) as image, Image.open(layer) as brush:
         brush = brush.convert("RGBA").resize(image.size)

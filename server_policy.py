@@ -7,10 +7,12 @@ The page and the API (app.py, handlers.py) take their ranges from `bounds` and t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -20,9 +22,8 @@ from gradio.route_utils import delete_files_created_by_app
 
 from nst import ImageError, Settings, SettingsError, open_image
 from nst.images import open_mask
-from nst.settings import declaration, resolve_device, shown_value
-
-ON_GPU = resolve_device("auto").type != "cpu"
+from nst.runtime import resolve_device
+from nst.settings import declaration, shown_value
 
 
 def _on_zero_gpu() -> bool:
@@ -37,10 +38,22 @@ ZERO_GPU = _on_zero_gpu()
 
 # --- Limits, queue and cache --------------------------------------------------------------------------
 
-# A shared CPU is slow: smaller pictures, fewer steps, and a time limit per picture (a run that takes
-# longer stops and keeps its picture).
-LIMITS = {"size": 4096 if ON_GPU else 1024, "steps": 2000 if ON_GPU else 1000}
-JOB_SECONDS = 600 if ON_GPU else 300
+@dataclass
+class Capacity:
+    """How large and how long a run may be on this server."""
+
+    limits: dict[str, float]  # the highest size and steps a request may ask for (Settings.validated's `limits`)
+    job_seconds: float  # a run that takes longer stops and keeps its picture
+
+
+@functools.cache
+def capacity() -> Capacity:
+    """This server's capacity, decided on first use (when the page is built), not at import: it asks torch
+    for the device. A shared CPU is slow: smaller pictures, fewer steps, and less time per picture."""
+    on_gpu = resolve_device("auto").type != "cpu"
+    return Capacity({"size": 4096 if on_gpu else 1024, "steps": 2000 if on_gpu else 1000}, 600 if on_gpu else 300)
+
+
 MAX_FILE_SIZE = "10mb"
 QUEUE_SIZE = 8
 CONCURRENCY = 1  # one optimisation at a time: two would share the same cores and both run slower
@@ -52,9 +65,9 @@ SERVER_WEIGHTS = [value for _, value in WEIGHT_CHOICES]  # never a path: a visit
 
 
 def bounds(name: str) -> tuple[float, float]:
-    """A setting's range, as declared and narrowed by this server's LIMITS."""
+    """A setting's range, as declared and narrowed by this server's capacity."""
     spec = declaration(name).declaration
-    return spec.low, LIMITS.get(name, spec.high)
+    return spec.low, capacity().limits.get(name, spec.high)
 
 
 def gpu_seconds(settings: Settings) -> int:
@@ -64,7 +77,8 @@ def gpu_seconds(settings: Settings) -> int:
 
 def time_limit(settings: Settings) -> int:
     """Seconds a run may take before it stops and keeps its picture: within its ZeroGPU booking there."""
-    return min(JOB_SECONDS, gpu_seconds(settings) - 15) if ZERO_GPU else JOB_SECONDS
+    seconds = capacity().job_seconds
+    return min(seconds, gpu_seconds(settings) - 15) if ZERO_GPU else seconds
 
 
 def on_zero_gpu(function):
@@ -184,7 +198,7 @@ def parse_request(content, style, second_style, mask=None, **values):
         raise refuse(f"unknown weights {shown_value(values['weights'])}; choose one of {', '.join(SERVER_WEIGHTS)}")
     try:
         styles = [uploaded(style, "style image")] + ([uploaded(second_style, "second style image")] if second_style is not None else [])
-        settings = Settings.from_values(style_count=len(styles), limits=LIMITS, **values)
+        settings = Settings.from_values(style_count=len(styles), limits=capacity().limits, **values)
         return uploaded(content, "content image"), styles, settings, uploaded(mask, "mask", open_mask)
     except (ImageError, SettingsError) as error:
         raise refuse(str(error)) from None

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import __version__
+from .version import __version__
 from .settings import Settings, SettingsError, declarations
 
 FORMAT = "nst-checkpoint"

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image, PngImagePlugin
 
-from . import __version__
+from .version import __version__
 from .images import ImageError
 from .settings import Settings, SettingsError, declarations
 from .weights import describe_weights

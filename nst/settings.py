@@ -1,7 +1,7 @@
 """Every setting, declared once: name, type, default, range or choices, and one line of help.
 
 From these declarations come the engine's validation and its messages (`Settings.validated`), the
-command line's flags and --help (`nst.__main__`), the app's input checks and its API's defaults
+command line's flags and --help (`nst.cli`), the app's input checks and its API's defaults
 (`app.py`, through `Settings.from_values`), and the README's settings table (`settings_table`,
 checked against the README by a test).
 """
@@ -13,8 +13,6 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
-
-import torch
 
 from .layers import LAYER_NAMES, POOLINGS, RELU_LAYERS
 from .weights import SOURCES, WEIGHT_SUFFIXES, describe_sources
@@ -115,6 +113,8 @@ class Settings:
             values["style_layer_weights"] = tuple(weight / sum(weights) for weight in weights)
         if values["weights"] not in SOURCES and not str(values["weights"]).endswith(WEIGHT_SUFFIXES):
             raise SettingsError(f"weights must be {describe_sources()}")
+        from .runtime import resolve_device  # the one check that asks the machine (and torch): made when validating, not declaring
+
         resolve_device(values["device"])
         return replace(self, **values)
 
@@ -236,31 +236,6 @@ class Declared:
             raise SettingsError(f"{self.label} must not all be zero")
         # Weights that already sum to 1 stay as they are: validating twice must not move them by a rounding.
         return items if abs(total - 1) < 1e-12 else tuple(item / total for item in items)
-
-
-def available_devices() -> list[str]:
-    """The devices this machine has, as `--device` takes them: cpu, then cuda:0 ..., then mps."""
-    devices = ["cpu"] + [f"cuda:{index}" for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
-    return devices + (["mps"] if torch.backends.mps.is_available() else [])
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device `name` means on this machine, or SettingsError: validation checks it here, and the runtime runs on it."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as error:
-        raise SettingsError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from error
-    here = available_devices()
-    index = device.index or 0
-    if not any(present.split(":")[0] == device.type and int(present.partition(":")[2] or 0) == index for present in here):
-        raise SettingsError(f"device {name!r} is not available here; this machine has {', '.join(here)} (or use auto)")
-    return device
 
 
 def shown_value(value: object) -> str:

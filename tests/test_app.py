@@ -4,6 +4,9 @@ import asyncio
 import base64
 import io
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +23,7 @@ import server_policy
 from nst import Settings, save_png, settings_from_picture
 
 from . import raw_http
-from .conftest import EXAMPLES, engine_is_busy, engine_is_idle
+from .conftest import EXAMPLES, ROOT, engine_is_busy, engine_is_idle
 
 CONTENT = str(EXAMPLES / "chelsea.jpg")
 STYLE = str(EXAMPLES / "starry_night.jpg")
@@ -44,6 +47,20 @@ def test_blocks_expose_stylize_and_stop():
     assert app.demo._queue.max_size == app.QUEUE_SIZE
     assert app.demo.delete_cache is not None
     assert app.demo.config["components"]  # the layout builds
+
+
+def test_importing_the_app_does_no_work(tmp_path):
+    """No temp folder, device probe, docstring edit or page built at import: each waits for its first use."""
+    code = ("import app, handlers, server_policy\n"
+            "print(server_policy.capacity.cache_info().currsize, app.build.cache_info().currsize, "
+            "handlers.stylize.__doc__ == handlers.STYLIZE_SUMMARY, handlers.stop_requests._folder)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, TMPDIR=str(tmp_path)), capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.split() == ["0", "0", "True", "None"], result.stderr
+    assert not list(tmp_path.iterdir())
+    assert app.demo.fns  # built here: stylize's docstring now describes each parameter, once
+    documented = handlers.stylize.__doc__
+    assert documented.count("Args:") == 1 and all(f"\n        {name}: " in documented for name in app.API_PARAMETERS)
 
 
 def test_stop_reaches_the_running_and_the_waiting_runs_of_its_session_only():
@@ -138,9 +155,9 @@ BAD_INPUTS = [
     ({"style": None}, "Add a style image"),
     ({"style_weight": math.nan}, "style weight must be a number from 0 to 100000"),
     ({"content_weight": math.inf}, "content weight must be a number"),
-    ({"steps": -5}, f"steps must be a whole number from 1 to {server_policy.LIMITS['steps']}"),
+    ({"steps": -5}, f"steps must be a whole number from 1 to {server_policy.capacity().limits['steps']}"),
     ({"steps": 2.5}, "steps must be a whole number"),
-    ({"size": 100000}, f"size must be a whole number from 64 to {server_policy.LIMITS['size']}"),
+    ({"size": 100000}, f"size must be a whole number from 64 to {server_policy.capacity().limits['size']}"),
     ({"size": "big"}, "size must be a whole number"),
     ({"style_layers": []}, "at least one style layer"),
     ({"style_layers": ["relu1_1", "fc7"]}, "unknown style layer 'fc7'"),
@@ -175,7 +192,7 @@ def test_a_good_request_still_succeeds_after_bad_ones(client, tmp_path):
 
 @pytest.mark.server
 def test_a_run_past_the_time_limit_stops_and_keeps_its_picture(client, monkeypatch):
-    monkeypatch.setattr(server_policy, "JOB_SECONDS", 1.0)
+    monkeypatch.setattr(server_policy.capacity(), "job_seconds", 1.0)
     picture, status, progress, _ = client.predict(**pair(), steps=1000, size=96, api_name="/stylize")
     assert "stopped at the time limit of 1.0 s" in status and progress["done"]
     assert max(Image.open(picture).size) == 96
@@ -223,7 +240,8 @@ def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
     too_large = replace(settings, size=2048, style_blend=(0.25, 0.75)).validated(style_count=2)
     save_png(Image.new("RGB", (8, 8)), tmp_path / "large.png", too_large)
     restored = dict(zip([*app.RESTORED, "status"], app.restore_settings(str(tmp_path / "large.png"))))
-    assert restored["size"] == server_policy.LIMITS["size"] and "lowered" in restored["status"] and restored["second_style_share"] == 0.75
+    assert restored["size"] == server_policy.capacity().limits["size"] and "lowered" in restored["status"]
+    assert restored["second_style_share"] == 0.75
     assert values["style_strength"] == 7.5 and values["content_weight_log"] == 1.0
     assert (values["size"], values["steps"], values["seed"]) == (384, 77, 5)
     assert values["style_layers"] == ["relu1_1", "relu3_1"] and values["preserve_colors"] == "luminance"

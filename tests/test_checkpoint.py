@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from nst import Settings, stylize
-from nst import __main__ as cli
+from nst import cli
 from nst.checkpoint import Checkpoint, CheckpointError, Interrupted, interrupts_wait_for_steps, marks_its_update, step_finished
 
 from .conftest import EXAMPLES, ROOT

@@ -8,7 +8,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from nst import Settings, open_image, save_png
-from nst import __main__ as cli
+from nst import cli
 from nst.provenance import CHUNK
 
 from .conftest import EXAMPLES, ROOT, painted_side_changed_more
@@ -176,3 +176,14 @@ def test_help_and_refusals_name_the_command_as_it_was_run(monkeypatch, capsys, l
     with pytest.raises(SystemExit):
         cli.main([CONTENT, STYLE, "-o", "out.bmp"])
     assert capsys.readouterr().err.startswith(f"{program}: error: output must end in")
+
+
+@pytest.mark.parametrize("args", [["--help"], [CONTENT, STYLE, "-o", "out.bmp"], [CONTENT, STYLE, "-o", "out.png", "--size", "big"]])
+def test_help_and_a_refused_flag_load_no_network(args):
+    """--help and the refusals made while parsing answer at once: nothing before the run imports torch."""
+    heavy = {"torch", "safetensors", "huggingface_hub", "tqdm"}
+    code = ("import sys\nfrom nst import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            f"print(sorted({{name.split('.')[0] for name in sys.modules}} & {heavy!r}), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, *args], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                            text=True, timeout=60)
+    assert result.stderr.splitlines()[-1] == "[]", result.stderr

@@ -14,8 +14,8 @@ import pytest
 import app
 import server_policy
 from nst import Settings, SettingsError, WeightsError, stylize
-from nst.__main__ import build_parser
-from nst.__main__ import main as cli
+from nst.cli import build_parser
+from nst.cli import main as cli
 from nst.settings import declarations, format_number, settings_table
 
 from .conftest import EXAMPLES, ROOT
@@ -81,7 +81,7 @@ def test_cli_engine_and_app_agree_on_every_setting(capsys):
     parser = build_parser()
     cli_defaults = Settings(**{name: value for name, value in vars(parser.parse_args(PAIR)).items()
                                if name in {declared.name for declared in declarations()} and value is not None})
-    api = dict(zip(app.API_PARAMETERS, app.api_inputs))
+    api = dict(zip(app.API_PARAMETERS, next(fn for fn in app.demo.fns.values() if fn.api_name == "stylize").inputs))
     rows = ["| setting | engine default | CLI default | app default | engine range | CLI range | app range |", "|---" * 7 + "|"]
     for declared in declarations():
         spec, name = declared.declaration, declared.name
@@ -99,10 +99,10 @@ def test_cli_engine_and_app_agree_on_every_setting(capsys):
             app_range = _range_in(_app_refusal(**{name: too_high})) if name in api else "(server's)"
             assert engine_range == f"{format_number(spec.low)} to {format_number(spec.high)}", name
             assert cli_range == engine_range, name
-            expected_app = f"{format_number(spec.low)} to {format_number(server_policy.LIMITS.get(name, spec.high))}"
+            expected_app = f"{format_number(spec.low)} to {format_number(server_policy.capacity().limits.get(name, spec.high))}"
             assert name not in api or app_range == expected_app, name
             if name in api:
-                assert (api[name].minimum, api[name].maximum) == (spec.low, server_policy.LIMITS.get(name, spec.high)), name
+                assert (api[name].minimum, api[name].maximum) == (spec.low, server_policy.capacity().limits.get(name, spec.high)), name
         elif spec.choices and declared.kind is str:
             engine_range = _range_in(str(pytest.raises(SettingsError, Settings(**{name: "bogus"}).validated).value))
             cli_message = _cli_refusal(capsys, f"--{name.replace('_', '-')}", "bogus")

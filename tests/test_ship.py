@@ -20,7 +20,7 @@ from PIL import Image
 
 import app
 import handlers
-from nst import __main__ as cli
+from nst import cli
 from nst import __version__ as nst_version
 
 from .conftest import EXAMPLES, ROOT

@@ -155,7 +155,7 @@ def test_imagenet_weights_with_the_hub_unreachable_and_no_cache_are_one_line(tmp
     env = dict(os.environ, HF_HOME=str(tmp_path), HF_ENDPOINT=f"http://127.0.0.1:{port}", PYTHONPATH=str(ROOT))
     env.pop("HF_HUB_OFFLINE", None)
     # huggingface_hub waits 1-8 s between its five retries; the waits are skipped here, not its warnings.
-    skip_waits = "import sys, time; time.sleep = lambda seconds: None; from nst.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    skip_waits = "import sys, time; time.sleep = lambda seconds: None; from nst.cli import main; sys.exit(main(sys.argv[1:]))"
     result = subprocess.run([sys.executable, "-c", skip_waits, str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "graf1.jpg"),
                              "-o", str(tmp_path / "out.png"), "--weights", "imagenet", "--size", "64", "--steps", "2"],
                             env=env, capture_output=True, text=True, timeout=120)
