@@ -22,7 +22,7 @@ from gradio.route_utils import delete_files_created_by_app
 
 from nst import ImageError, Settings, SettingsError, open_image
 from nst.images import open_mask
-from nst.runtime import resolve_device
+from nst.devices import resolve_device
 from nst.settings import declaration, shown_value
 
 

@@ -35,7 +35,8 @@ from .engine import stylize
 from .objective import distances
 from .layers import LAYER_NAMES, conv_work, up_to
 from .memory import LARGE_PICTURE, reuse_freed_memory, use_memory_policy
-from .runtime import resolve_device, resolve_precision
+from .devices import resolve_device
+from .runtime import resolve_precision
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings, declaration
 from .weights import load_weights
 

@@ -24,7 +24,7 @@ from .settings import Declared, Settings, SettingsError, declarations
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
-    from .engine import Frame
+    from .observers import Frame
 
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
@@ -259,7 +259,8 @@ class CommandRun:
         """Join torchrun's processes if launched by it, set the memory policy, and open the images: content, styles, mask."""
         from . import distributed
         from .images import open_image, open_mask
-        from .runtime import resolve_device, use_memory_policy
+        from .devices import resolve_device
+        from .memory import use_memory_policy
 
         if distributed.launched():
             _check_for_processes(settings)

@@ -31,7 +31,8 @@ from torch import Tensor
 
 from . import distributed, images, losses, tiles
 from .memory import held_bytes, lbfgs_history, release_freed_memory
-from .runtime import Runtime, resolve_device
+from .devices import resolve_device
+from .runtime import Runtime
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings
 from .terms import Content, Style, Tile, TotalVariation, Whole
 from .vgg import load_model

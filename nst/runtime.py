@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from .memory import LARGE_PICTURE
-from .settings import Settings, SettingsError
+from .devices import resolve_device
+from .settings import Settings
 
 # Scales with at least this many steps on CUDA run each step as one replayed CUDA graph.
 CUDA_GRAPH_MIN_STEPS = 10
@@ -44,31 +45,6 @@ class Runtime:
     def accelerated(self, closure: Callable[[], Tensor], steps: int, capturable: bool = True) -> Callable[[], Tensor]:
         """The closure as one replayed CUDA graph, where that pays (see `replayed`)."""
         return replayed(closure) if capturable and self.cuda_graphs and steps >= CUDA_GRAPH_MIN_STEPS else closure
-
-
-def available_devices() -> list[str]:
-    """The devices this machine has, as `--device` takes them: cpu, then cuda:0 ..., then mps."""
-    devices = ["cpu"] + [f"cuda:{index}" for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
-    return devices + (["mps"] if torch.backends.mps.is_available() else [])
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device `name` means on this machine, or SettingsError: validation checks it here, and the runtime runs on it."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as error:
-        raise SettingsError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from error
-    here = available_devices()
-    index = device.index or 0
-    if not any(present.split(":")[0] == device.type and int(present.partition(":")[2] or 0) == index for present in here):
-        raise SettingsError(f"device {name!r} is not available here; this machine has {', '.join(here)} (or use auto)")
-    return device
 
 
 # oneDNN's instruction sets below AVX512_CORE_BF16, as ONEDNN_MAX_CPU_ISA names them

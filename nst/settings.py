@@ -113,9 +113,12 @@ class Settings:
             values["style_layer_weights"] = tuple(weight / sum(weights) for weight in weights)
         if values["weights"] not in SOURCES and not str(values["weights"]).endswith(WEIGHT_SUFFIXES):
             raise SettingsError(f"weights must be {describe_sources()}")
-        from .runtime import resolve_device  # the one check that asks the machine (and torch): made when validating, not declaring
+        from .devices import DeviceError, resolve_device  # the one check that asks the machine (and torch): when validating, not declaring
 
-        resolve_device(values["device"])
+        try:
+            resolve_device(values["device"])
+        except DeviceError as error:
+            raise SettingsError(str(error)) from None
         return replace(self, **values)
 
     @classmethod

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nst import Settings, distances, stylize
-from nst.runtime import resolve_device, resolve_precision
+from nst.devices import resolve_device
+from nst.runtime import resolve_precision
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
