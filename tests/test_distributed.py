@@ -106,7 +106,9 @@ def test_under_torchrun_the_first_process_alone_reports_and_writes(tmp_path):
     assert result.returncode == 0, result.stderr
     frames = [json.loads(line) for line in result.stdout.splitlines()]  # every line one frame of one process
     assert [frame["step"] for frame in frames] == [1, 2] and frames[-1]["done"]
-    assert "error" not in result.stderr and "arning" not in result.stderr
+    # Libraries may warn; our code may not: no CLI error, no traceback, no warning from a file of nst.
+    ours = [line for line in result.stderr.splitlines() if "/nst/" in line or line.startswith("python -m nst:") or "Traceback" in line]
+    assert not ours, result.stderr
     assert Image.open(output).size == (128, 85) and Image.open(timelapse).n_frames >= 2
     assert sorted(path.name for path in tmp_path.iterdir()) == ["forming.webp", "out.png"]
 
