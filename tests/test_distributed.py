@@ -26,13 +26,14 @@ CONTENT = EXAMPLES / "chelsea.jpg"
 STYLE = EXAMPLES / "starry_night.jpg"
 SCRIPT = ROOT / "tests" / "distributed_picture.py"
 # Sharing the tiles changes only the order in which float32 adds their parts: the sums of the content,
-# total variation and Gram matrices over the tiles, and the tiles' gradients. Either order lands within
-# (tiles - 1) float32 roundings of the exact sums of these non-negative parts (Higham, Accuracy and
-# Stability, 4.2); the style term and its gradient magnify a Gram matrix's rounding by |G| / |G - A|.
-# One evaluation's float32 error against float64 in the one-process order (epsilon) measures all of it
-# on this CPU; the two-process evaluation is as far from exact, so the two differ by at most twice that.
+# total variation and Gram matrices over the tiles, and the tiles' gradients. Any order lands within
+# (tiles - 1) float32 roundings of the exact sum of non-negative parts (Higham, Accuracy and Stability
+# of Numerical Algorithms, 4.2), so two orders differ by twice that at most; the style term and its
+# gradient then magnify a Gram matrix's rounding by |G| / |G - A|. How far float32 takes one evaluation's
+# gradient from float64's (epsilon, the one-process order) measures all of that on this CPU; the
+# two-process order is as far from exact, so the two evaluations differ by at most 2 epsilon.
 FLOAT32_ROUNDING = 2.0**-24
-# Losing a process's share halves the sums: a bound above this could not tell.
+# Far below what a lost share (half of each sum) or a lost tile makes: a float32 error above it would hide them.
 LARGEST_BOUND = 1e-3
 # The finished picture: each step's rounding moves the next step's line search and a max-pooling window's
 # near tie can go either way, so after a few steps it is compared by what a person would see.
