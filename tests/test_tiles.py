@@ -169,14 +169,16 @@ def test_l_bfgs_history_fits_beside_a_print_size_picture():
     assert 2 * lbfgs_history(3 * 5448 * 8192) * 3 * 5448 * 8192 * 4 <= 1.5 * 2**30
 
 
-def test_the_tile_takes_auto_off_or_a_side_from_64_px(capsys):
+def test_the_tile_takes_auto_off_or_a_side_from_64_px(capsys, tmp_path):
     assert Settings(tile=512).validated().tile == Settings(tile="512").validated().tile == "512"
     assert Settings(tile="off").validated().tile == "off"
     with pytest.raises(SettingsError, match="from 64 to 8192"):
         Settings(tile=32).validated()
     assert Settings(size=8192).validated().size == 8192
     with pytest.raises(SystemExit) as exit:
-        cli([str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"), "-o", "unused.png", "--tile", "32"])
+        # a small, short run, were the refusal lost: the test fails at once rather than making a 512 px picture
+        cli([str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"), "-o", str(tmp_path / "unused.png"),
+             "--size", "64", "--steps", "1", "--tile", "32"])
     assert exit.value.code == 2
     message = capsys.readouterr().err.strip()
     assert "\n" not in message and "tile must be auto or off, or a whole number from 64 to 8192, not '32'" in message
