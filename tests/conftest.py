@@ -6,11 +6,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from nst import Settings, images, open_image
 from nst.lbfgs import LBFGS
 from nst.optimizers import BoundedAdam
+from nst.vgg import VGG19Features
+from nst.weights import load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -24,6 +28,12 @@ def content() -> Image.Image:
 @pytest.fixture(scope="session")
 def style() -> Image.Image:
     return open_image(EXAMPLES / "starry_night.jpg")
+
+
+@pytest.fixture(scope="session")
+def model64() -> VGG19Features:
+    """The real network in float64, for references that float rounding cannot blur on any CPU."""
+    return VGG19Features(load_weights("embedded")).double().to(memory_format=torch.channels_last)
 
 
 @pytest.fixture(scope="session")
@@ -117,10 +127,57 @@ def engine_is_idle(settle: float = 3.0, frame_interval: float = Settings().frame
 
 def painted_side_changed_more(result: Image.Image, photo: Image.Image, factor: float = 1.5) -> bool:
     """Whether, with the left half painted, the picture's left quarter moved `factor` times further
-    from the photo than its right quarter (about 2 after a few steps; 0.9 with the mask left out)."""
+    from the photo than its right quarter. Judge the optimised picture: with one style, a picture
+    shown keeps the photo where the mask is black, whatever the objective did there."""
     photo = photo.resize(result.size, Image.Resampling.BICUBIC)
     width, height = result.size
     painted, unpainted = (float((images.to_tensor(result.crop(box)) - images.to_tensor(photo.crop(box))).abs().mean())
                           for box in ((0, 0, width // 4, height), (width * 3 // 4, 0, width, height)))
     print(f"painted side {painted:.4f}, unpainted {unpainted:.4f}")
     return painted > factor * unpainted
+
+
+def guided_style_term(model, photo: torch.Tensor, styles: list[torch.Tensor], mask: torch.Tensor, settings: Settings,
+                      picture: torch.Tensor) -> torch.Tensor:
+    """The weighted style term of Gatys et al. 2017's guided Gram matrices, written out from the paper
+    and nst/objective.py's docstring, independently of its code; differentiable in `picture`.
+
+    At each style layer the mask is averaged down to the layer's grid; the region's Gram matrix
+    sum_p m_p F_p F_p^T / sum_p m_p is matched to its style's Gram matrix per position, and the
+    region's term counts by its share of the picture, the mean of m. The first style goes where the
+    mask is white; a second style, if any, where 1 - mask is. Each layer's term is weighed by
+    beta = style_weight * w_l * rho / E(A_l), rho = (E(A_c) / E(C_c))^(1/4), E(X) = sum X^2 / (4 N^2).
+    `settings` must be validated; the picture's sides must be multiples of the deepest layer's stride.
+    """
+    layers = [*settings.style_layers, settings.content_layer]
+
+    def matrix(features: torch.Tensor) -> torch.Tensor:  # (N, M): filters by positions
+        return features[0].reshape(features.shape[1], -1)
+
+    def gram_per_position(features: torch.Tensor) -> torch.Tensor:
+        flat = matrix(features)
+        return flat @ flat.T / flat.shape[1]
+
+    def energy(gram: torch.Tensor) -> torch.Tensor:
+        return gram.pow(2).sum() / (4 * gram.shape[0] ** 2)
+
+    def on_grid(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:  # the mean over each position's pixels
+        stride = weights.shape[-1] // features.shape[-1]
+        assert weights.shape[-2:] == (features.shape[-2] * stride, features.shape[-1] * stride)
+        return F.avg_pool2d(weights, stride).flatten()
+
+    photo_texture = energy(gram_per_position(model(photo, [settings.content_layer])[settings.content_layer]))
+    reading_side = round(max(photo.shape[-2:]) * settings.style_scale)
+    generated = model(picture, layers)
+    term = picture.new_zeros(())
+    for style, region in zip(styles, [mask, 1 - mask][: len(styles)], strict=True):
+        style = images.resize(style, images.style_size(style.shape[-1], style.shape[-2], reading_side))
+        targets = {layer: gram_per_position(features) for layer, features in model(style, layers).items()}
+        rho = (energy(targets[settings.content_layer]) / photo_texture) ** 0.25
+        for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True):
+            m = on_grid(region, generated[layer])
+            features = matrix(generated[layer])
+            region_gram = (features * m) @ features.T / m.sum()
+            beta = settings.style_weight * weight * rho / energy(targets[layer])
+            term = term + beta * m.mean() * energy(region_gram - targets[layer])
+    return term

@@ -1,7 +1,9 @@
 """The app in a real headless Chromium: load, fill from an example, stylize, watch, stop."""
 
 import io
+import os
 import re
+import shutil
 from pathlib import Path
 
 import httpx
@@ -16,16 +18,35 @@ from nst import Settings, images, save_png
 from .conftest import EXAMPLES, engine_is_busy, engine_is_idle
 
 SCREENSHOTS = Path(__file__).resolve().parent / "output"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 STOPS = 10
 
-pytestmark = pytest.mark.browser
+
+def _chromium() -> str | None:
+    """Chromium wherever it is: the NST_CHROMIUM environment variable (a path or a name on PATH), else
+    the first of the usual names on PATH; None where there is none."""
+    if NAMED:
+        return shutil.which(NAMED)
+    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+
+
+NAMED = os.environ.get("NST_CHROMIUM")
+CHROMIUM = _chromium()
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")  # CI=true: GitHub Actions, which runs .ci/run
+NO_CHROMIUM = (f"NST_CHROMIUM={NAMED} is not an executable" if NAMED else
+               f"no Chromium: set NST_CHROMIUM, or put one of {', '.join(CHROMIUM_NAMES)} on PATH")
+
+# Without Chromium the browser tests are skipped, and say why; where they must run (in CI, or with
+# NST_CHROMIUM set) they fail.
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None and not IN_CI and not NAMED, reason=NO_CHROMIUM)]
 
 
 @pytest.fixture(scope="module")
 def browser(server_url):
+    if CHROMIUM is None:
+        pytest.fail(NO_CHROMIUM + ("; CI runs the browser tests" if IN_CI else ""))
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

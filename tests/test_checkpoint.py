@@ -1,4 +1,3 @@
-import _thread
 import json
 import re
 import os
@@ -6,16 +5,15 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
 
-from nst import Settings, stylize
-from nst import cli
+from nst import Settings, cli, engine, stylize
 from nst.checkpoint import Checkpoint, CheckpointError, Interrupted, interrupts_wait_for_steps, marks_its_update, step_finished
+from nst.vgg import VGG19Features
 
 from .conftest import EXAMPLES, ROOT
 
@@ -62,19 +60,56 @@ def test_a_resumed_run_makes_the_uninterrupted_runs_picture(content, style, tmp_
         assert frames[-1].size == (106, 160)
 
 
-def test_ctrl_c_in_a_run_raises_interrupted_with_a_checkpoint_that_resumes_it(content, style, tmp_path):
+class _CtrlC:
+    """Ctrl-C, pressed once as the terminal sends it (SIGINT, through the handler a program installs) at a
+    chosen point of a run: between steps 2 and 3, in step 3's evaluation (at its first VGG pass) or in
+    step 3's update (as its evaluation returns). Raised in the run itself, it can neither miss it nor
+    come after it."""
+
+    def __init__(self, where: str):
+        self.where, self.steps, self.pressed = where, 0, False
+
+    def after_step(self, step: int, picture) -> None:
+        self.steps = step
+        self.press_if("between steps")
+
+    def press_if(self, where: str) -> None:
+        if where == self.where and self.steps == 2 and not self.pressed:
+            self.pressed = True
+            signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize("where, finished", [("between steps", 2), ("in an evaluation", 2), ("in an update", 3)])
+def test_ctrl_c_in_a_run_raises_interrupted_with_a_checkpoint_that_resumes_it(content, style, tmp_path, monkeypatch, where, finished):
     settings = replace(TWO_SCALES, size=64, steps=6, frame_interval=3600)  # a frame only at the end: the interrupt lands in the run
     _, whole = _run(content, style, settings)
+    ctrl_c = _CtrlC(where)
+    network_pass, marks_the_update = VGG19Features.forward, engine.marks_its_update
 
-    def interrupt_soon(step, picture):
-        if step == 2:  # as Ctrl-C does, through the handler: in a step's evaluation, its update, or between steps
-            threading.Timer(0.05, _thread.interrupt_main).start()
+    def pressing_in_the_pass(*args, **kwargs):  # instrumentation: the real pass runs
+        ctrl_c.press_if("in an evaluation")
+        return network_pass(*args, **kwargs)
 
-    with interrupts_wait_for_steps(), pytest.raises(Interrupted) as interrupted:
-        for _ in stylize(content, style, settings, on_step=interrupt_soon):
-            pass
+    def pressing_as_the_update_starts(closure):  # instrumentation: the engine's own marked evaluation runs
+        evaluate = marks_the_update(closure)
+
+        def evaluate_and_press():
+            total = evaluate()
+            ctrl_c.press_if("in an update")
+            return total
+        return evaluate_and_press
+
+    monkeypatch.setattr(VGG19Features, "forward", pressing_in_the_pass)
+    monkeypatch.setattr(engine, "marks_its_update", pressing_as_the_update_starts)
+    try:
+        with interrupts_wait_for_steps(), pytest.raises(Interrupted) as interrupted:
+            for _ in stylize(content, style, settings, on_step=ctrl_c.after_step):
+                pass
+    except KeyboardInterrupt:  # a bare one, not Interrupted: failed here rather than ending the whole session
+        pytest.fail(f"Ctrl-C {where} came out of the run as a bare KeyboardInterrupt")
+    monkeypatch.undo()
     checkpoint = interrupted.value.checkpoint
-    assert checkpoint is not None and 2 <= checkpoint.step < 6
+    assert ctrl_c.pressed and checkpoint is not None and checkpoint.step == finished  # an update waits for its step's end
     checkpoint.save(tmp_path / "run.ckpt")
     frames, resumed = _run(content, style, settings, resume=tmp_path / "run.ckpt")
     assert frames[-1].step == 6 and torch.equal(resumed, whole)

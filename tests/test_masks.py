@@ -12,9 +12,10 @@ from nst.objective import Objective
 from nst.runtime import Runtime
 from nst.vgg import load_model
 
-from .conftest import painted_side_changed_more
+from .conftest import guided_style_term, painted_side_changed_more
 
 SETTINGS = Settings(size=128, steps=30, frame_interval=3600)
+FLOAT64_BOUND = 1e-12  # float64 sums in another order agree to about 1e-15
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,21 @@ def _pixel_change(picture: Image.Image, photo: Image.Image, box) -> float:
     return float((images.to_tensor(picture.crop(box)) - images.to_tensor(photo.crop(box))).abs().mean())
 
 
+def _run(content, style, settings: Settings, mask: Image.Image) -> tuple[list, Image.Image]:
+    """The frames of a run and its last optimised picture, before the photo is put back where the mask is black."""
+    optimised = {}
+    frames = list(stylize(content, style, settings, on_step=lambda step, picture: optimised.update(last=picture.clone()), mask=mask))
+    return frames, images.to_pil(optimised["last"])
+
+
+def _change_everywhere(picture: Image.Image, photo: Image.Image) -> float:
+    return _pixel_change(picture, photo.resize(picture.size), (0, 0, *picture.size))
+
+
 def test_a_half_mask_paints_one_half_and_keeps_the_photo_in_the_other(content, style, half_mask):
-    frames = list(stylize(content, style, replace(SETTINGS, frame_interval=0), mask=open_mask(half_mask)))
+    frames, optimised = _run(content, style, replace(SETTINGS, frame_interval=0), open_mask(half_mask))
+    # the picture optimised, not the one shown, which keeps the photo on the right whatever the objective does
+    assert painted_side_changed_more(optimised, content, factor=2)
     result = frames[-1].image
     photo = content.resize(result.size, Image.Resampling.BICUBIC)
     width, height = result.size
@@ -71,9 +85,10 @@ def test_a_mask_of_another_size_is_resized_and_a_brush_layer_gives_its_alpha(con
     layer.paste((255, 255, 255, 255), (0, 0, 18, 23))  # painted on the left
     mask = open_mask(layer)
     assert mask.getpixel((2, 2)) == 255 and mask.getpixel((30, 2)) == 0
-    final = list(stylize(content, style, replace(SETTINGS, steps=3), mask=mask))[-1]
+    frames, optimised = _run(content, style, replace(SETTINGS, steps=3), mask)
+    final = frames[-1]
     assert final.done and not final.message and final.image.size == (128, 85)
-    assert painted_side_changed_more(final.image, content)
+    assert painted_side_changed_more(optimised, content)
 
 
 
@@ -94,10 +109,13 @@ def test_a_mask_black_everywhere_is_refused_with_one_style_and_gives_the_second_
 
 def test_a_grey_mask_paints_lightly_everywhere(content, style):
     quick = replace(SETTINGS, size=64, steps=4)
-    full, light = (list(stylize(content, style, quick, mask=Image.new("L", (40, 30), grey)))[-1].image for grey in (255, 127))
-    change = {name: _pixel_change(picture, content.resize(picture.size), (0, 0, *picture.size))
-              for name, picture in (("full", full), ("light", light))}
-    assert 0 < change["light"] < change["full"]
+    runs = {name: _run(content, style, quick, Image.new("L", (40, 30), grey)) for name, grey in (("full", 255), ("light", 127))}
+    shown = {name: _change_everywhere(frames[-1].image, content) for name, (frames, _) in runs.items()}
+    assert 0 < shown["light"] < shown["full"]
+    # The picture shown is half the photo by compositing alone; the one optimised moves less too: a mask
+    # of 1/2 everywhere leaves the region's Gram matrix per position as it was and halves its share.
+    optimised = {name: _change_everywhere(picture, content) for name, (_, picture) in runs.items()}
+    assert optimised["light"] < 0.9 * optimised["full"], optimised
 
 
 def test_a_mask_white_everywhere_gives_the_unmasked_objective(content, style):
@@ -116,3 +134,25 @@ def test_a_mask_white_everywhere_gives_the_unmasked_objective(content, style):
     for term in ("content", "style", "total"):
         assert masked[term].item() == pytest.approx(plain[term].item(), rel=1e-5), term
     torch.testing.assert_close(masked_grad, plain_grad, rtol=1e-4, atol=1e-4 * plain_grad.abs().max().item())
+
+
+@pytest.mark.parametrize("style_count", [1, 2], ids=["one style", "two styles"])
+def test_the_style_term_and_its_gradient_are_the_papers_guided_gram_matrices(model64, content, style, second_style, style_count):
+    settings = replace(SETTINGS, tile="off").validated(style_count)
+    photo = images.load_tensor(content, 96, "cpu")[..., :64, :96].double()  # sides a multiple of relu5_1's stride
+    styles = [images.load_tensor(image, 96, "cpu").double() for image in (style, second_style)[:style_count]]
+    # grey almost everywhere and darker on the left, so that m and its root differ and each region's share is neither 1 nor 1/2
+    mask = torch.linspace(0, 1, photo.shape[-1], dtype=torch.float64).pow(2).expand(1, 1, *photo.shape[-2:]).contiguous()
+    noise = torch.randn(photo.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    start = (photo + 0.1 * noise).clamp(0, 1)
+    objective = Objective(model64, photo, styles, settings, Runtime(torch.device("cpu"), "fp32", False, False), mask)
+    terms = {}
+    for name, evaluate in (("objective", lambda picture: objective(picture)["style"]),
+                           ("paper", lambda picture: guided_style_term(model64, photo, styles, mask, settings, picture))):
+        picture = start.clone().requires_grad_(True)
+        value = evaluate(picture)
+        value.backward()
+        terms[name] = float(value.detach()), picture.grad
+    (value, gradient), (expected, expected_gradient) = terms["objective"], terms["paper"]
+    assert abs(value - expected) <= FLOAT64_BOUND * expected, (value, expected)
+    assert float((gradient - expected_gradient).abs().max()) <= FLOAT64_BOUND * float(expected_gradient.abs().max())

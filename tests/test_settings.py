@@ -5,6 +5,7 @@ and the app's defaults and limits are read from what they do, not from the decla
 """
 
 import re
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,8 +26,10 @@ PAIR = [str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"), "-o",
 
 
 def _cli_refusal(capsys, *flags) -> str:
+    """The CLI's one line refusing `flags`, which come after a small, short run's size and steps: were the
+    refusal lost, the test would fail at once rather than make a 512 px picture."""
     with pytest.raises(SystemExit) as exit:
-        cli([*PAIR[:2], "-o", str(Path(__file__).resolve().parent / "unused.png"), *flags])  # refused before it writes
+        cli([*PAIR[:2], "-o", str(Path(tempfile.gettempdir()) / "unused.png"), "--size", "64", "--steps", "1", *flags])
     assert exit.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     return line

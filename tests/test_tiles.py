@@ -25,16 +25,11 @@ from nst.runtime import Runtime
 from nst.vgg import VGG19Features, load_model
 from nst.weights import load_weights
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, guided_style_term
 
 FLOAT64_BOUND = 1e-12
 FLOAT32_LOSS_BOUND = 1e-5
 FLOAT32_GRADIENT_BOUND = 1e-3  # relative to the gradient's norm
-
-
-@pytest.fixture(scope="module")
-def model64():
-    return VGG19Features(load_weights("embedded")).double().to(memory_format=torch.channels_last)
 
 
 def _evaluate(model, content, styles, mask, settings, winograd, tile, dtype):
@@ -43,10 +38,13 @@ def _evaluate(model, content, styles, mask, settings, winograd, tile, dtype):
     objective = Objective(model, content.to(dtype), [style.to(dtype) for style in styles], settings, runtime,
                           None if mask is None else mask.to(dtype))
     assert (objective.tiles is None) == (tile == "off")
-    picture = (content + 0.1 * torch.randn(content.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    image = picture.to(dtype).requires_grad_(True)
+    image = _picture(content).to(dtype).requires_grad_(True)
     terms = objective.loss_and_gradient(image)
     return {name: float(value.detach()) for name, value in terms.items()}, image.grad.double()
+
+
+def _picture(content):
+    return (content + 0.1 * torch.randn(content.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
 
 
 def _loss_error(terms, expected):
@@ -80,6 +78,12 @@ def test_tiles_give_the_whole_pictures_loss_and_gradient_in_float64(case, model6
     size, tile, winograd, masked, settings = CASES[case]
     tensor, styles, mask = _pictures(content, style, second_style, size, masked)
     expected, expected_gradient = _evaluate(model64, tensor, styles, mask, settings, False, "off", torch.float64)
+    if mask is not None:  # the whole picture's style term is the guided one, or both could leave the mask out alike
+        whole = replace(settings, tile="off").validated(style_count=len(styles))
+        with torch.no_grad():
+            guided = float(guided_style_term(model64, tensor.double(), [style.double() for style in styles], mask.double(), whole,
+                                             _picture(tensor).double()))
+        assert abs(expected["style"] - guided) <= FLOAT64_BOUND * guided, (expected["style"], guided)
     terms, gradient = _evaluate(model64, tensor, styles, mask, settings, winograd, tile, torch.float64)
     assert _loss_error(terms, expected) <= FLOAT64_BOUND
     assert float((gradient - expected_gradient).abs().max() / expected_gradient.abs().max()) <= FLOAT64_BOUND
@@ -166,14 +170,16 @@ def test_l_bfgs_history_fits_beside_a_print_size_picture():
     assert 2 * lbfgs_history(3 * 5448 * 8192) * 3 * 5448 * 8192 * 4 <= 1.5 * 2**30
 
 
-def test_the_tile_takes_auto_off_or_a_side_from_64_px(capsys):
+def test_the_tile_takes_auto_off_or_a_side_from_64_px(capsys, tmp_path):
     assert Settings(tile=512).validated().tile == Settings(tile="512").validated().tile == "512"
     assert Settings(tile="off").validated().tile == "off"
     with pytest.raises(SettingsError, match="from 64 to 8192"):
         Settings(tile=32).validated()
     assert Settings(size=8192).validated().size == 8192
     with pytest.raises(SystemExit) as exit:
-        cli([str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"), "-o", "unused.png", "--tile", "32"])
+        # a small, short run, were the refusal lost: the test fails at once rather than making a 512 px picture
+        cli([str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "starry_night.jpg"), "-o", str(tmp_path / "unused.png"),
+             "--size", "64", "--steps", "1", "--tile", "32"])
     assert exit.value.code == 2
     message = capsys.readouterr().err.strip()
     assert "\n" not in message and "tile must be auto or off, or a whole number from 64 to 8192, not '32'" in message
