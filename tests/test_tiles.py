@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nst import Settings, SettingsError, images, memory, stylize, tiles
-from nst.__main__ import main as cli
+from nst.cli import main as cli
 from nst.memory import lbfgs_history
 from nst.run import scale_settings
 from nst.objective import Objective
