@@ -229,7 +229,7 @@ app.demo.block_thread()
 """
 # A picture of 640 x 426 px to relu5_1 (single scale, default layers): its backward keeps each layer's
 # output, at least 2 bytes (bfloat16, where the CPU computes in it) for each of 320 channels a pixel
-# (64 + 64, then 128 + 128 at a quarter, ...). An idle server keeps less than that after the run: the
+# (64 + 64, (64 + 128 + 128) / 4, and so on, pooled maps included). An idle server keeps less after it: the
 # first run at a size leaves oneDNN's primitives for it, and live objects pin some of the heap's pages.
 MEMORY_JOB = {"size": 640, "steps": 2, "multiscale": False}
 MEMORY_JOB_KEPT_BYTES = 2 * 320 * 640 * 426

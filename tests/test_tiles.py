@@ -165,8 +165,8 @@ def test_auto_leaves_a_default_picture_whole_and_tiles_a_print_size_one(content,
 # and a margin of 12 px (relu3_1 sees 10 px beyond its window, on a grid of 4), at most 268 x 280 px
 # where a tile meets one border of the picture's height and none of its width.
 MEMORY_PICTURE, MEMORY_TILE, MEMORY_TILE_READ, MEMORY_LAYER = (512, 768), "256", 268 * 280, "relu3_1"
-# A pass to relu3_1 keeps each layer's output for the backward (a ReLU's, or max pooling's input), in
-# float32: 4 bytes for each of 232 channels a pixel (64 + 64 at full size, (128 + 128) / 4, 256 / 16).
+# A pass to relu3_1 keeps each layer's output for the backward (convolutions', poolings'), in float32:
+# 4 bytes for each of 232 channels a pixel (64 + 64 at full size, (64 + 128 + 128) / 4, (128 + 256) / 16).
 WHOLE_PASS_KEPT_BYTES = 4 * 232 * math.prod(MEMORY_PICTURE)
 
 
