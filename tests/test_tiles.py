@@ -9,6 +9,11 @@ norm, tiled and whole alike: a unit near a ReLU or max-pooling kink moves its sh
 to another pixel on one path and not the other (tests/test_winograd.py).
 """
 
+import json
+import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy
@@ -25,7 +30,7 @@ from nst.runtime import Runtime
 from nst.vgg import VGG19Features, load_model
 from nst.weights import load_weights
 
-from .conftest import EXAMPLES, guided_style_term
+from .conftest import EXAMPLES, ROOT, guided_style_term
 
 FLOAT64_BOUND = 1e-12
 FLOAT32_LOSS_BOUND = 1e-5
@@ -150,7 +155,7 @@ def test_tile_cores_cover_the_picture_once_on_the_pooling_grid():
     assert tiles.plan(300, 451, ["relu5_1"], 512) is None  # one tile is the whole picture
 
 
-def test_auto_leaves_a_default_picture_whole_and_tiles_a_print_size_one_within_its_budget(content, style):
+def test_auto_leaves_a_default_picture_whole_and_tiles_a_print_size_one(content, style):
     settings = Settings().validated()
     tensor = images.load_tensor(content, 512, "cpu")
     assert Objective(load_model(), tensor, [images.load_tensor(style, 512, "cpu")], settings, Runtime.for_settings(settings)).tiles is None
@@ -158,10 +163,39 @@ def test_auto_leaves_a_default_picture_whole_and_tiles_a_print_size_one_within_i
     held = memory.held_bytes(2724, 4096, lbfgs_history(3 * 2724 * 4096), settings.content_layer)
     side = tiles.choose_tile("auto", 2724, 4096, layers, torch.device("cpu"), held)
     assert side is not None and side % 16 == 0
-    read = side + 2 * tiles.margin_and_grid(layers)[0]
-    budget = memory.tile_budget(torch.device("cpu"), held)
-    assert side == tiles.MIN_TILE or (
-        memory.pass_bytes(read**2, "relu5_1") <= budget <= max(memory.RUN_MEMORY - held, memory.MIN_TILE_MEMORY))
+
+
+# tests/tile_memory.py's 512 x 768 px crop, to relu3_1, in 2 x 3 tiles of 256 px: each reads its core
+# and a margin of 12 px (relu3_1 sees 10 px beyond its window, on a grid of 4), at most 268 x 280 px
+# where a tile meets one border of the picture's height and none of its width.
+MEMORY_PICTURE, MEMORY_TILE, MEMORY_TILE_READ, MEMORY_LAYER = (512, 768), "256", 268 * 280, "relu3_1"
+# A pass to relu3_1 keeps each layer's output for the backward (convolutions', poolings'), in float32:
+# 4 bytes for each of 232 channels a pixel (64 + 64 at full size, (64 + 128 + 128) / 4, (128 + 256) / 16).
+WHOLE_PASS_KEPT_BYTES = 4 * 232 * math.prod(MEMORY_PICTURE)
+
+
+def _evaluation_memory(tile: str) -> dict:
+    """One loss and gradient in a fresh process, whose allocator policy no other test has set (tests/tile_memory.py)."""
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "tile_memory.py"), *map(str, MEMORY_PICTURE), tile],
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_tiled_pass_takes_the_memory_its_tile_is_foretold_and_far_less_than_the_whole_pictures():
+    tiled, whole = _evaluation_memory(MEMORY_TILE), _evaluation_memory("off")
+    # What an evaluation may add to a process that holds the network and the picture's targets: the
+    # pass the budget foresees, and what a run holds for the picture besides L-BFGS's history (of
+    # which one evaluation makes the gradient, the rest being held already or in a run only).
+    held = memory.held_bytes(*MEMORY_PICTURE, 0, MEMORY_LAYER)
+    tile_pass, whole_pass = memory.pass_bytes(MEMORY_TILE_READ, MEMORY_LAYER), memory.pass_bytes(math.prod(MEMORY_PICTURE), MEMORY_LAYER)
+    added = {name: result["peak"] - result["before"] for name, result in (("tiled", tiled), ("whole", whole))}
+    print({name: f"{value / 2**20:.0f} MiB" for name, value in
+           {**added, "tile pass": tile_pass, "whole pass": whole_pass, "held": held, "torch and network": tiled["base"]}.items()})
+    assert WHOLE_PASS_KEPT_BYTES > tile_pass + held  # so a pass over the whole picture cannot pass for a tile's
+    assert added["tiled"] <= tile_pass + held
+    assert WHOLE_PASS_KEPT_BYTES <= added["whole"] <= whole_pass + held
+    assert (tiled["tiles"], whole["tiles"]) == (6, 0)
 
 
 def test_l_bfgs_history_fits_beside_a_print_size_picture():
