@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 import zlib
 
 import httpx
@@ -164,7 +165,8 @@ def test_no_server_file_is_reachable(server_url):
         event, reply = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", content=kind, style=style))
         assert event == "error" and "a value of the wrong kind: send images as files uploaded to this app" in reply["error"], reply
     # A private address, and a public one that never resolves, with or without DNS (.invalid, RFC 6761)
-    for address in (f"{server_url}/gradio_api/file={style['path']}", "https://photo.invalid/photo.png"):
+    # Gradio keeps what it fetched by the address, past this server's life: a query of its own makes an address no run has fetched.
+    for address in (f"{server_url}/gradio_api/file={style['path']}?{uuid.uuid4().hex}", "https://photo.invalid/photo.png"):
         content = {"path": address, "meta": {"_type": "gradio.FileData"}}
         event, reply = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", content=content, style=style))
         assert event == "error" and "could not fetch an image from its address" in (reply["error"] or ""), (address, reply)
