@@ -52,14 +52,17 @@ class StepCounter:
         self._lock = threading.Lock()
         self.count = 0
         self._ends: list[float] = []  # when the last few steps returned
+        self.durations: list[float] = []  # every step's own seconds, in order
 
     def counting(self, step):
         @functools.wraps(step)
         def counted(optimizer, *args, **kwargs):
+            start = time.monotonic()
             result = step(optimizer, *args, **kwargs)
             with self._lock:
                 self.count += 1
                 self._ends = [*self._ends[-5:], time.monotonic()]
+                self.durations.append(self._ends[-1] - start)
             return result
         return counted
 

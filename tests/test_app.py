@@ -4,6 +4,7 @@ import asyncio
 import base64
 import io
 import math
+import statistics
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import server_policy
 from nst import Settings, save_png, settings_from_picture
 
 from . import raw_http
-from .conftest import EXAMPLES, ROOT, engine_is_busy, engine_is_idle
+from .conftest import EXAMPLES, ROOT, STEPS, engine_is_busy, engine_is_idle
 
 CONTENT = str(EXAMPLES / "chelsea.jpg")
 STYLE = str(EXAMPLES / "starry_night.jpg")
@@ -250,11 +251,15 @@ def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
         app.restore_settings(str(EXAMPLES / "chelsea.jpg"))
 
 
-@pytest.mark.server
-def test_time_left_is_in_the_truths_range_from_the_second_scale_on(client):
-    # Three scales (128, 222 and 384 px). The model is checked exactly in tests/test_timeleft.py; here,
-    # live, a band wide enough for a loaded machine that still fails an estimate off by 2x.
-    progress = [output[2] for output in client.submit(**pair(), size=384, steps=60, api_name="/stylize")]
+def _time_left_ratios(client) -> tuple[dict[int, float], list, bool]:
+    """One run of three scales (128, 222 and 384 px): {step: seconds left foretold / in truth} from the
+    second scale on, the frames seen, and whether the machine kept its pace through the last scale."""
+    # Waiting on the result, not iterating the job: gradio_client's iterator polls every millisecond,
+    # and in this process (the server's) that polling slowed the steps unevenly, by up to half.
+    first_step = len(STEPS.durations)
+    job = client.submit(**pair(), size=384, steps=60, api_name="/stylize")
+    job.result(timeout=300)
+    progress = [output[2] for output in job.outputs()]
     end, first_scale = progress[-1]["elapsed"], progress[0]["size"]
     ratios = {}
     for frame in progress:
@@ -262,5 +267,21 @@ def test_time_left_is_in_the_truths_range_from_the_second_scale_on(client):
         # with less left, one step's jitter is most of it: 3 s, or a quarter of a quick run
         if frame["size"] != first_scale and not frame["done"] and left >= min(3, end / 4):
             ratios[frame["step"]] = frame["seconds_left"] / left
-    assert len(ratios) >= 2, progress
-    assert all(0.55 <= ratio <= 1.8 for ratio in ratios.values()), ratios
+    # The last scale's steps after its first, timed as they ran: on this VM, faulting the scale's memory
+    # back in (the server trims between runs) now and then took twice a step, for several steps.
+    last_scale_seen = next(frame["step"] for frame in progress if frame["size"] == progress[-1]["size"])
+    last_scale = STEPS.durations[first_step:][last_scale_seen - progress[-1]["step"]:]
+    steady = max(last_scale) <= 1.5 * statistics.median(last_scale)
+    return ratios, [(frame["step"], frame["size"], frame["elapsed"], frame["seconds_left"]) for frame in progress], steady
+
+
+@pytest.mark.server
+def test_time_left_is_in_the_truths_range_from_the_second_scale_on(client):
+    # The model is checked exactly in tests/test_timeleft.py; here, live, a band that fails an
+    # estimate off by 2x (measured: 0.5-0.6 for half the truth, 0.9-1.5 as it is). A run through
+    # which the machine did not keep its pace says nothing of the estimate: then one more.
+    ratios, seen, steady = _time_left_ratios(client)
+    if not steady:
+        ratios, seen, steady = _time_left_ratios(client)
+    assert len(ratios) >= 2 and steady, seen
+    assert all(0.6 <= ratio <= 1.8 for ratio in ratios.values()), (ratios, seen)
