@@ -9,8 +9,11 @@ from .images import ImageError, open_image
 from .objective import distances
 from .provenance import save_png, settings_from_picture
 from .schedule import scale_schedule
+from .sequence import VideoFrame, VideoSettings, stylize_video
 from .settings import Settings, SettingsError
+from .video import VideoError
 from .weights import WeightsError
 
-__all__ = ["Checkpoint", "CheckpointError", "Frame", "ImageError", "Interrupted", "Settings", "SettingsError", "WeightsError",
-           "distances", "open_image", "save_png", "scale_schedule", "settings_from_picture", "stylize"]
+__all__ = ["Checkpoint", "CheckpointError", "Frame", "ImageError", "Interrupted", "Settings", "SettingsError", "VideoError", "VideoFrame",
+           "VideoSettings", "WeightsError", "distances", "open_image", "save_png", "scale_schedule", "settings_from_picture", "stylize",
+           "stylize_video"]
