@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import distributed
+from . import distributed, video_cli
 from .checkpoint import Checkpoint, CheckpointError, Interrupted, interrupts_wait_for_steps
 from .engine import stylize
 from .images import ImageError, open_image, open_mask
@@ -28,6 +28,7 @@ from .provenance import save_png, settings_from_picture
 from .runtime import use_memory_policy
 from .settings import Declared, Settings, SettingsError, declarations, resolve_device
 from .timelapse import Timelapse
+from .video import is_video
 from .weights import WeightsError
 
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -81,12 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --resume; a finished run deletes it (default 300; 0: never)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run a checkpoint holds, with the same images "
                         "and its settings (a flag that changes the picture is refused; where and how fast it runs may change)")
+    video_cli.add_video_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if is_video(args.content):  # by its content, not its name
+        return video_cli.main_clip(parser, args, _unwritable)
     speaks = distributed.first()  # under torchrun, the first process alone writes and reports; the others only a failure
     if not speaks:
         warnings.simplefilter("ignore")
