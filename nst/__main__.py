@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if is_video(args.content):  # by its content, not its name
+    if is_video(args.content) or Path(args.output).suffix.lower() == ".mp4":  # a clip by its content, or a clip asked for
         return video_cli.main_clip(parser, args, _unwritable)
     speaks = distributed.first()  # under torchrun, the first process alone writes and reports; the others only a failure
     if not speaks:
