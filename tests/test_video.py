@@ -9,6 +9,7 @@ import av
 import numpy
 import pytest
 import torch
+from PIL import Image
 
 from nst import Settings, VideoError, VideoSettings, images, stylize, stylize_video
 from nst import flow
@@ -16,7 +17,7 @@ from nst.__main__ import main as cli
 from nst.objective import Objective
 from nst.runtime import Runtime
 from nst.terms import Temporal
-from nst.video import ClipWriter, temporal_consistency
+from nst.video import Clip, ClipWriter, temporal_consistency
 from nst.vgg import VGG19Features
 from nst.weights import load_weights
 
@@ -59,8 +60,6 @@ def _write_clip(path, frames, rate=10, audio_seconds=0.0):
 
 
 def test_the_warped_previous_frame_matches_the_current_one_on_reliable_pixels(content):
-    from PIL import Image
-
     before, now = (Image.fromarray(frame) for frame in _panned(content, 2))
     moved = flow.motion(before, now)
     # The camera moved PAN px right: each pixel was PAN px further right in the frame before.
@@ -87,6 +86,18 @@ def test_a_scene_cut_starts_the_frame_afresh(tmp_path, content, style):
     assert done[1].reliable >= 0.8 > done[2].reliable
 
 
+def test_a_later_frame_starts_from_the_painted_frame_before_moved_along_the_flow(tmp_path, content, style):
+    clip = Clip.open(_write_clip(tmp_path / "pan.mp4", _panned(content, 2)))
+    # No term moves the pictures: the first frame stays the noise it starts from, the second where it starts.
+    settings = Settings(size=SIZE[0], steps=1, content_weight=0.0, style_weight=0.0, init="noise")
+    first, second = [frame.image for frame in stylize_video(clip, style, settings, VideoSettings(temporal_weight=0.0, later_steps=1))
+                     if frame.done]
+    moved = flow.motion(*clip.frames())
+    expected = flow.warp(numpy.asarray(first, dtype=numpy.float32) / 255, moved.backward)
+    difference = numpy.abs(numpy.asarray(second, dtype=numpy.float32) / 255 - expected)[moved.reliability.astype(bool)]
+    assert float(difference.max()) <= 1 / 255 + 1e-4  # 8-bit rounding of the first frame, then of the second
+
+
 def test_the_temporal_term_pulls_a_frame_toward_the_warped_previous_one(content, style):
     photo = content.resize(SIZE)
     target = torch.rand(1, 3, SIZE[1], SIZE[0], generator=torch.Generator().manual_seed(0))  # far from anything the photo gives
@@ -102,9 +113,17 @@ def test_the_temporal_term_pulls_a_frame_toward_the_warped_previous_one(content,
 
     (free_left, free_right), _ = distances(False)
     (pulled_left, pulled_right), frame = distances(True)
-    assert frame.losses["temporal"] > 0
     assert pulled_right < free_right / 2  # reliable pixels go toward the warped frame
     assert pulled_left > free_left * 0.8  # unreliable ones are left to the picture's own terms
+    assert frame.losses["temporal"] > 0
+
+
+def test_a_run_starts_from_the_picture_given(content, style):
+    photo = content.resize(SIZE)
+    start = torch.rand(1, 3, SIZE[1], SIZE[0], generator=torch.Generator().manual_seed(0))
+    settings = Settings(size=SIZE[0], steps=1, content_weight=0.0, style_weight=0.0, multiscale=False)  # nothing to move it
+    picture = images.to_tensor(list(stylize(photo, style, settings, start=start))[-1].image)
+    assert float((picture - start).abs().max()) <= 0.5 / 255 + 1e-6  # 8-bit rounding
 
 
 def test_the_temporal_term_in_tiles_is_the_whole_pictures(content, style):
@@ -145,6 +164,9 @@ def test_the_cli_writes_an_h264_mp4_with_the_audio_and_even_sizes(tmp_path, cont
         original = [bytes(packet) for packet in given.demux(given.streams.audio[0]) if packet.size]
     assert copied == original  # the audio's packets as they were
     assert sorted(path.name for path in tmp_path.iterdir()) == ["odd.bin", "painted.mp4"]
+    with pytest.raises(SystemExit):  # known for a clip by its content: a picture cannot hold it
+        cli([str(clip), str(EXAMPLES / "starry_night.jpg"), "-o", str(tmp_path / "painted.png")])
+    assert "odd.bin is a clip: the output must end in .mp4" in capsys.readouterr().err
 
 
 def _not_a_video(path):
@@ -200,8 +222,6 @@ def test_a_writer_that_fails_leaves_nothing(tmp_path, content):
 
 
 def test_the_warping_error_ratio_is_one_for_the_input_and_large_for_a_flickering_clip(content):
-    from PIL import Image
-
     frames = [Image.fromarray(frame) for frame in _panned(content, 3)]
     assert temporal_consistency(frames, frames)["ratio"] == pytest.approx(1.0)
     noise = numpy.random.default_rng(0)
