@@ -214,6 +214,25 @@ def test_a_clip_that_cannot_be_read_is_refused_in_one_line_and_nothing_is_writte
     assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4"]
 
 
+def test_a_variable_frame_rate_is_resampled_to_a_constant_one_on_the_timestamps(tmp_path):
+    times = [0, 1, 3, 4, 5, 8, 9]  # tenths of a second: frames held twice and three times as long as others
+    path = tmp_path / "variable.mp4"
+    with av.open(str(path), "w", format="mp4") as output:
+        video = output.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        for index, time in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(numpy.full((64, 64, 3), 30 * index, numpy.uint8), format="rgb24")
+            frame.pts, frame.time_base = time, Fraction(1, 10)
+            output.mux(video.encode(frame))
+        output.mux(video.encode(None))
+    clip = Clip.open(path)
+    shown = [round(float(numpy.asarray(frame)[..., 0].mean()) / 30) for frame in clip.frames()]
+    # Each slot k, at k / rate, shows the latest frame shown by then, to the end of the last frame.
+    slots = int((times[-1] / 10 + 1 / clip.input_rate) * clip.rate - 1e-9) + 1
+    expected = [max(index for index, time in enumerate(times) if time / 10 <= k / clip.rate + 1e-9) for k in range(slots)]
+    assert shown == expected and len(set(shown)) < len(shown) and len(set(shown)) < len(times)
+
+
 def test_a_writer_that_fails_leaves_nothing(tmp_path, content):
     with pytest.raises(RuntimeError), ClipWriter(tmp_path / "out.mp4", Fraction(10)) as writer:
         writer.add(content.resize((64, 48)))
