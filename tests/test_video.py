@@ -233,6 +233,32 @@ def test_a_variable_frame_rate_is_resampled_to_a_constant_one_on_the_timestamps(
     assert shown == expected and len(set(shown)) < len(shown) and len(set(shown)) < len(times)
 
 
+def test_audio_that_mp4_cannot_hold_is_re_encoded_as_aac(tmp_path):
+    path = tmp_path / "pcm.mkv"
+    with av.open(str(path), "w", format="matroska") as output:
+        video, audio = output.add_stream("libx264", rate=10), output.add_stream("pcm_s16le", rate=8000)
+        video.width, video.height, video.pix_fmt, audio.layout = 64, 64, "yuv420p", "mono"
+        for index in range(5):
+            frame = av.VideoFrame.from_ndarray(numpy.full((64, 64, 3), 30 * index, numpy.uint8), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            output.mux(video.encode(frame))
+        output.mux(video.encode(None))
+        wave = (numpy.sin(numpy.arange(4000) / 10) * 10000).astype(numpy.int16)[None]
+        tone = av.AudioFrame.from_ndarray(wave, format="s16", layout="mono")
+        tone.sample_rate, tone.pts = 8000, 0
+        output.mux(audio.encode(tone))
+        output.mux(audio.encode(None))
+    clip = Clip.open(path)
+    with ClipWriter(tmp_path / "out.mp4", clip.rate, audio_from=clip) as writer:
+        for frame in clip.frames():
+            writer.add(frame)
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        stream = written.streams.audio[0]
+        assert stream.codec_context.name == "aac"
+        seconds = sum(frame.samples for frame in written.decode(stream)) / stream.codec_context.sample_rate
+    assert seconds == pytest.approx(0.5, abs=0.2)  # AAC adds its encoder's priming and pads its last frame
+
+
 def test_a_writer_that_fails_leaves_nothing(tmp_path, content):
     with pytest.raises(RuntimeError), ClipWriter(tmp_path / "out.mp4", Fraction(10)) as writer:
         writer.add(content.resize((64, 48)))
