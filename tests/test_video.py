@@ -196,8 +196,19 @@ def _truncated(path):
     return path
 
 
+def _frames_zeroed(path):
+    """A whole index, but the frames' data zeroed: it opens, and its first frame does not decode."""
+    _write_clip(path, [numpy.full((64, 64, 3), 10 * index, numpy.uint8) for index in range(4)])
+    data = bytearray(path.read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4
+    data[start:end] = bytes(end - start)
+    path.write_bytes(bytes(data))
+    return path
+
+
 REFUSED = {"not a video": (_not_a_video, "is not a video PyAV can read"), "empty": (_empty, "is empty"),
-           "sound only": (_audio_only, "has no video stream"), "corrupted": (_truncated, "or it is corrupted")}
+           "sound only": (_audio_only, "has no video stream"), "corrupted": (_truncated, "or it is corrupted"),
+           "frames corrupted": (_frames_zeroed, "is corrupted at frame 1")}
 
 
 @pytest.mark.parametrize("case", REFUSED)
