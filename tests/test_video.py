@@ -126,6 +126,19 @@ def test_a_run_starts_from_the_picture_given(content, style):
     assert float((picture - start).abs().max()) <= 0.5 / 255 + 1e-6  # 8-bit rounding
 
 
+def test_a_mask_holds_for_every_frame(tmp_path, content, style):
+    clip = Clip.open(_write_clip(tmp_path / "pan.mp4", _panned(content, 2)))
+    mask = Image.new("L", SIZE, 255)
+    mask.paste(0, (0, 0, SIZE[0] // 2, SIZE[1]))  # the left half keeps the photo
+    painted = [frame.image for frame in stylize_video(clip, style, Settings(size=SIZE[0], steps=2, mask_feather=4),
+                                                      VideoSettings(later_steps=2), mask=mask) if frame.done]
+    for picture, photo in zip(painted, clip.frames(), strict=True):
+        kept, given = (numpy.asarray(image, dtype=numpy.float32)[:, : SIZE[0] // 4] / 255 for image in (picture, photo))
+        assert float(numpy.abs(kept - given).max()) <= 1 / 255 + 1e-4
+        painted_side, photo_side = (numpy.asarray(image, dtype=numpy.float32)[:, -SIZE[0] // 4:] / 255 for image in (picture, photo))
+        assert float(numpy.abs(painted_side - photo_side).mean()) > 0.01  # the right half painted: not the photo kept (<= 1/255)
+
+
 def test_the_temporal_term_in_tiles_is_the_whole_pictures(content, style):
     model = VGG19Features(load_weights("embedded")).double().to(memory_format=torch.channels_last)
     photo = images.load_tensor(content, 224, "cpu")[..., :64, :224].double().contiguous()
