@@ -226,7 +226,7 @@ class _AudioCopy:
         else:
             self.stream = output.add_stream("aac", rate=stream.codec_context.sample_rate)
         self.output, self.packets = output, self.input.demux(stream)
-        self.pending = None
+        self.pending, self.flushed = None, False
 
     def copy_until(self, seconds: float | None) -> None:
         """Packets up to `seconds` of the clip (None: all that are left)."""
@@ -234,9 +234,9 @@ class _AudioCopy:
             packet = self.pending or next(self.packets, None)
             self.pending = None
             if packet is None:
-                if not self.remux:
+                if not self.remux and not self.flushed:
                     self.output.mux(self.stream.encode(None))
-                    self.remux = True  # flushed once
+                    self.flushed = True
                 return
             if packet.dts is None:
                 continue

@@ -73,7 +73,7 @@ def test_the_warped_previous_frame_matches_the_current_one_on_reliable_pixels(co
     error = numpy.sqrt(((flow.warp(previous, moved.backward) - current) ** 2)[reliable].mean())
     unwarped = numpy.sqrt(((previous - current) ** 2)[reliable].mean())
     # A whole-pixel shift read back bilinearly: what is left is the flow's sub-pixel error times the
-    # photo's gradient (and the encoder's loss), well under 1 % RMS; the shift itself changes 12 %.
+    # photo's gradient, well under 1 % RMS; the shift itself changes 12 %.
     assert error <= 0.01 and error <= unwarped / 10
 
 
