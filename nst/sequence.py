@@ -20,6 +20,7 @@ from . import flow, images
 from .engine import stylize
 from .images import ImageSource
 from .observers import Frame
+from .schedule import scale_schedule
 from .settings import Settings, SettingsError
 from .terms import Temporal
 from .video import Clip
@@ -31,9 +32,9 @@ class VideoSettings:
 
     temporal_weight: float = 20.0  # the pull toward the warped previous painted frame; 0: frames painted one by one
     fps: float = 0.0  # frames kept per second; 0: all of the input's
-    later_steps: int = 20  # steps of each frame after the first, which starts from the painted one before it
+    later_steps: int = 0  # steps of each frame after the first (which starts from the painted one before it); 0: a third of a still's work
 
-    _RANGES = {"temporal_weight": (0.0, 1e6), "fps": (0.0, 240.0), "later_steps": (1, 10_000)}
+    _RANGES = {"temporal_weight": (0.0, 1e6), "fps": (0.0, 240.0), "later_steps": (0, 10_000)}
 
     def validated(self) -> VideoSettings:
         """These settings, or SettingsError naming what is allowed."""
@@ -77,11 +78,13 @@ def stylize_video(clip: str | Clip, styles: ImageSource | Sequence[ImageSource],
     clip = clip if isinstance(clip, Clip) else Clip.open(clip, video.fps)
     styles = images.open_styles(styles)
     mask = images.open_mask(mask) if mask is not None and not isinstance(mask, Image.Image) else mask
-    later = replace(settings, multiscale=False, steps=video.later_steps)
-    started, later_seconds = time.perf_counter(), []
+    started, later_seconds, later = time.perf_counter(), [], None
     before = painted = None  # the previous input frame at the working size, and its painted picture (H, W, 3)
     for index, frame in enumerate(clip.frames()):
         height, width = images.working_size(frame.width, frame.height, settings.size, "clip")
+        if later is None:  # a later frame: the last scale only
+            steps = video.later_steps or a_third_of_a_still(settings, max(width, height) / min(width, height))
+            later = replace(settings, multiscale=False, steps=steps)
         now = frame.resize((width, height), Image.Resampling.BICUBIC)
         moved = None if before is None else flow.motion(before, now)
         fresh = moved is None or moved.is_cut
@@ -99,6 +102,13 @@ def stylize_video(clip: str | Clip, styles: ImageSource | Sequence[ImageSource],
             later_seconds.append(time.perf_counter() - frame_started)
         painted = _painted(last.get("picture"), progress, (height, width))
         before = now
+
+
+def a_third_of_a_still(settings: Settings, aspect: float) -> int:
+    """Steps at the full size that cost a third of a still run's (its coarse steps counted by their pixels)."""
+    schedule = scale_schedule(settings.size, settings.steps, settings.multiscale, aspect)
+    work = sum(steps * (side / settings.size) ** 2 for side, steps in schedule)
+    return max(1, int(work / 3))
 
 
 def _keep(last: dict, step: int, picture: torch.Tensor) -> None:

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     for weight in args.temporal_weights:
         video = VideoSettings(temporal_weight=weight, later_steps=args.later_steps)
         painted, seconds = video_mode(clip, args.frames, style, settings, video)
-        print(json.dumps(report(f"video, temporal weight {weight:g}, {args.later_steps} later steps", painted, inputs, style, seconds)
+        name = f"video, temporal weight {weight:g}, later steps {args.later_steps or 'auto'}"
+        print(json.dumps(report(name, painted, inputs, style, seconds)
                          | {"size": args.size, "frames": args.frames}), flush=True)
 
 

@@ -31,7 +31,7 @@ def add_video_flags(parser: argparse.ArgumentParser) -> None:
                          f"the optical flow: steadier, less flicker (default {defaults.temporal_weight:g}; 0: none)")
     section.add_argument("--fps", type=float, help="frames per second to keep (default: all of the clip's)")
     section.add_argument("--later-steps", type=int, help="steps of each frame after the first, which starts from the painted "
-                         f"frame before it (default {defaults.later_steps})")
+                         "frame before it (default 0: the steps of a third of a still picture's work)")
 
 
 def main_clip(parser: argparse.ArgumentParser, args: argparse.Namespace, unwritable) -> int:
