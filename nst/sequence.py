@@ -77,6 +77,7 @@ def stylize_video(clip: str | Clip, styles: ImageSource | Sequence[ImageSource],
     video = video.validated()
     clip = clip if isinstance(clip, Clip) else Clip.open(clip, video.fps)
     styles = images.open_styles(styles)
+    settings = settings.validated(style_count=len(styles))  # refused before a frame is decoded
     mask = images.open_mask(mask) if mask is not None and not isinstance(mask, Image.Image) else mask
     started, later_seconds, later = time.perf_counter(), [], None
     before = painted = None  # the previous input frame at the working size, and its painted picture (H, W, 3)
