@@ -10,6 +10,7 @@ import json
 import time
 
 import numpy as np
+from PIL import Image
 
 from .engine import stylize
 from .images import open_image
@@ -57,12 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temporal-weights", type=float, nargs="+", default=[VideoSettings().temporal_weight])
     parser.add_argument("--later-steps", type=int, default=VideoSettings().later_steps)
     parser.add_argument("--skip-one-by-one", action="store_true")
+    parser.add_argument("--sheet", metavar="PATH.jpg", help="also write the frames side by side: the input, one by one, video mode")
+    parser.add_argument("--preview", metavar="PATH.webp", help="also write the video mode's frames as a looping animated WebP")
     args = parser.parse_args(argv)
     settings, style = Settings(size=args.size), open_image(args.style)
     clip = Clip.open(args.clip)
     inputs = list(itertools.islice(clip.frames(), args.frames))
+    rows = [inputs]
     if not args.skip_one_by_one:
         painted, seconds = one_by_one(inputs, style, settings)
+        rows.append(painted)
         print(json.dumps(report("one by one", painted, inputs, style, seconds)), flush=True)
     for weight in args.temporal_weights:
         video = VideoSettings(temporal_weight=weight, later_steps=args.later_steps)
@@ -70,6 +75,22 @@ def main(argv: list[str] | None = None) -> None:
         name = f"video, temporal weight {weight:g}, later steps {args.later_steps or 'auto'}"
         print(json.dumps(report(name, painted, inputs, style, seconds)
                          | {"size": args.size, "frames": args.frames}), flush=True)
+        rows.append(painted)
+    if args.sheet:
+        sheet(rows).save(args.sheet, quality=85)
+    if args.preview:
+        rows[-1][0].save(args.preview, save_all=True, append_images=rows[-1][1:], duration=round(1000 / float(clip.rate)), loop=0,
+                         quality=80)
+
+
+def sheet(rows: list[list[Image.Image]]) -> Image.Image:
+    """Rows of frames on one picture, at the size of the painted frames."""
+    width, height = rows[-1][0].size
+    picture = Image.new("RGB", (width * len(rows[0]), height * len(rows)), "white")
+    for row, frames in enumerate(rows):
+        for column, frame in enumerate(frames):
+            picture.paste(frame.resize((width, height), Image.Resampling.BICUBIC), (column * width, row * height))
+    return picture
 
 
 if __name__ == "__main__":
