@@ -82,9 +82,7 @@ def _stylize(content, styles, settings: Settings, on_step, mask, resume, positio
                                                                                                         runtime.device))
                       for scale in scales], [scale.to_take for scale in scales], settings.frame_interval)
     frames = Frames(settings, inputs, runtime.device.type, runtime.precision, position)
-    scaled = _Scaled(model, inputs, runtime, settings, resume)
-    scaled.start, scaled.extra_terms = start, extra_terms
-    yield from _loop(scales, scaled, clock, frames, position, on_step)
+    yield from _loop(scales, _Scaled(model, inputs, runtime, settings, resume, start, extra_terms), clock, frames, position, on_step)
 
 
 def _loop(scales: list[run.Scale], scaled: _Scaled, clock: TimeLeft, frames: Frames, position: Position, on_step) -> Iterator[Frame]:
@@ -136,9 +134,10 @@ class _Scaled:
     """A run's parts for each scale: its objective (and `photo`, the photo at the scale's size), the
     picture it starts from (where a checkpoint resumes, the checkpoint's), and its optimiser."""
 
-    def __init__(self, model, inputs: run.Inputs, runtime: Runtime, settings: Settings, resume: Checkpoint | None):
+    def __init__(self, model, inputs: run.Inputs, runtime: Runtime, settings: Settings, resume: Checkpoint | None,
+                 start: Tensor | None = None, extra_terms=None):
         self.model, self.inputs, self.runtime, self.settings, self.resume = model, inputs, runtime, settings, resume
-        self.start, self.extra_terms = None, None
+        self.start, self.extra_terms = start, extra_terms
 
     def resumes_in(self, scale: run.Scale) -> bool:
         return self.resume is not None and scale.index == self.resume.scale
