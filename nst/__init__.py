@@ -14,10 +14,12 @@ from .version import __version__ as __version__  # re-exported
 _HOMES = {"Checkpoint": "checkpoint", "CheckpointError": "checkpoint", "Interrupted": "checkpoint",
           "Frame": "observers", "stylize": "engine", "ImageError": "images", "open_image": "images", "distances": "objective",
           "save_png": "provenance", "settings_from_picture": "provenance", "scale_schedule": "schedule",
-          "Settings": "settings", "SettingsError": "settings", "WeightsError": "weights"}
+          "Settings": "settings", "SettingsError": "settings", "WeightsError": "weights",
+          "stylize_video": "sequence", "VideoFrame": "sequence", "VideoSettings": "settings", "VideoError": "video"}
 
-__all__ = ["Checkpoint", "CheckpointError", "Frame", "ImageError", "Interrupted", "Settings", "SettingsError", "WeightsError",
-           "distances", "open_image", "save_png", "scale_schedule", "settings_from_picture", "stylize"]
+__all__ = ["Checkpoint", "CheckpointError", "Frame", "ImageError", "Interrupted", "Settings", "SettingsError", "VideoError", "VideoFrame",
+           "VideoSettings", "WeightsError", "distances", "open_image", "save_png", "scale_schedule", "settings_from_picture", "stylize",
+           "stylize_video"]
 
 
 def __getattr__(name: str):

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .settings import Declared, Settings, SettingsError, declarations
+from .settings import Declared, Settings, SettingsError, VideoSettings, declarations
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
@@ -32,11 +32,28 @@ OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .video import is_video
+
+    if is_video(args.content) or Path(args.output).suffix.lower() == ".mp4":  # a clip by its content, or a clip asked for
+        from . import video_cli
+
+        return video_cli.main_clip(parser, args, _unwritable)
     speaks = first_process()  # under torchrun, the first process alone writes and reports; the others only a failure
     if not speaks:
         warnings.simplefilter("ignore")
     check_arguments(parser, args, speaks)
     return CommandRun(parser, args, speaks).exit_code()
+
+
+def add_video_flags(parser: argparse.ArgumentParser) -> None:
+    section = parser.add_argument_group("a clip (when CONTENT is a video)")
+    defaults = VideoSettings()
+    section.add_argument("--temporal-weight", type=float, help="pull of each frame toward the previous painted frame moved along "
+                         f"the optical flow: steadier, less flicker (default {defaults.temporal_weight:g}; 0: none)")
+    section.add_argument("--fps", type=float, help="frames per second to keep (default: all of the clip's)")
+    section.add_argument("--later-steps", type=int, help="steps of each frame after the first, which starts from the painted "
+                         "frame before it (default 0: the steps of a third of a still picture's work)")
+
 
 
 # --- The arguments ----------------------------------------------------------------------------------
@@ -95,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --resume; a finished run deletes it (default 300; 0: never)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run a checkpoint holds, with the same images "
                         "and its settings (a flag that changes the picture is refused; where and how fast it runs may change)")
+    add_video_flags(parser)
     return parser
 
 

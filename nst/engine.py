@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -30,7 +31,8 @@ from .vgg import load_model
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], settings: Settings = Settings(),
             on_step: Callable[[int, Tensor], None] | None = None, mask: ImageSource | None = None,
-            resume: Checkpoint | str | os.PathLike | None = None) -> Iterator[Frame]:
+            resume: Checkpoint | str | os.PathLike | None = None, start: Tensor | None = None,
+            extra_terms: Callable[[tuple[int, int], torch.device], list] | None = None) -> Iterator[Frame]:
     """Optimise a picture with `content`'s arrangement in the style of `styles`, yielding Frames.
 
     Images are PIL images of any mode, or files or bytes, taken as `images.open_image` takes them.
@@ -52,15 +54,19 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], s
     frames go on from its step, and `elapsed` from its elapsed time. The run goes on in the
     Checkpoint's own tensors (a copy would double a large picture's memory): load it again to
     resume it again.
+
+    A clip's frames (`nst.sequence`) also give `start`, a picture (1, 3, H, W) in [0, 1] the first
+    scale starts from in place of `settings.init`, and `extra_terms(size, device)`, more terms
+    (`nst.terms`) for each scale's objective.
     """
     position = Position()
     try:
-        yield from _stylize(content, styles, settings, on_step, mask, resume, position)
+        yield from _stylize(content, styles, settings, on_step, mask, resume, position, start, extra_terms)
     except KeyboardInterrupt:
         raise Interrupted(None if step_torn() else position.checkpoint()) from None
 
 
-def _stylize(content, styles, settings: Settings, on_step, mask, resume, position: Position) -> Iterator[Frame]:
+def _stylize(content, styles, settings: Settings, on_step, mask, resume, position: Position, start, extra_terms) -> Iterator[Frame]:
     content, styles, mask, settings = run.checked_inputs(content, styles, mask, settings)
     position.settings, position.style_count = settings, len(styles)
     position.fingerprint = functools.cache(lambda: fingerprint(content, styles, mask))
@@ -77,7 +83,7 @@ def _stylize(content, styles, settings: Settings, on_step, mask, resume, positio
                                                                                                         runtime.device))
                       for scale in scales], [scale.to_take for scale in scales], settings.frame_interval)
     frames = Frames(settings, inputs, runtime.device.type, runtime.precision, position)
-    yield from _loop(scales, _Scaled(model, inputs, runtime, settings, resume), clock, frames, position, on_step)
+    yield from _loop(scales, _Scaled(model, inputs, runtime, settings, resume, start, extra_terms), clock, frames, position, on_step)
 
 
 def _loop(scales: list[run.Scale], scaled: _Scaled, clock: TimeLeft, frames: Frames, position: Position, on_step) -> Iterator[Frame]:
@@ -129,8 +135,10 @@ class _Scaled:
     """A run's parts for each scale: its objective (and `photo`, the photo at the scale's size), the
     picture it starts from (where a checkpoint resumes, the checkpoint's), and its optimiser."""
 
-    def __init__(self, model, inputs: run.Inputs, runtime: Runtime, settings: Settings, resume: Checkpoint | None):
+    def __init__(self, model, inputs: run.Inputs, runtime: Runtime, settings: Settings, resume: Checkpoint | None,
+                 start: Tensor | None = None, extra_terms=None):
         self.model, self.inputs, self.runtime, self.settings, self.resume = model, inputs, runtime, settings, resume
+        self.start, self.extra_terms = start, extra_terms
 
     def resumes_in(self, scale: run.Scale) -> bool:
         return self.resume is not None and scale.index == self.resume.scale
@@ -152,12 +160,16 @@ class _Scaled:
                               style_reading_side=style_reading_side(max(scale.size), self.settings.size))
         if objective.tiles is not None:  # its targets' memory handed back before the first step
             release_freed_memory()
+        if self.extra_terms is not None:
+            objective.terms += self.extra_terms(scale.size, self.runtime.device)
         return objective
 
     def start_picture(self, scale: run.Scale, coarser: Tensor | None) -> Tensor:
         """The picture a scale starts from, contiguous (L-BFGS flattens it) and requiring its gradient."""
         if self.resumes_in(scale):
             image = self.resume.picture.to(self.runtime.device)
+        elif coarser is None and self.start is not None:
+            image = images.resize(self.start.to(self.runtime.device), scale.size).detach().clone()
         elif coarser is None:
             image = run.initial_picture(self.settings.init, self.photo, self.inputs.styles[0], self.settings.seed)
         else:

@@ -142,13 +142,12 @@ class Objective:
         return self._weighed({term: term.value(term.sums(view), view.size_at) for term in self.terms})
 
     def _weighed(self, values: dict) -> dict[str, Tensor]:
-        """{content, style, tv}: each term's value times its weight, and their sum."""
+        """{content, style, tv, ...}: each term's value times its weight, by the term's name, and their sum."""
         weighed = {term: term.weight * value for term, value in values.items()}
         total = None
         for value in weighed.values():
             total = value if total is None else total + value
-        content, style, tv = self.terms
-        return {"content": weighed[content], "style": values[style], "tv": weighed[tv], "total": total}
+        return {term.name: weighed[term] for term in self.terms} | {"total": total}
 
     def loss_and_gradient(self, image: Tensor) -> dict[str, Tensor]:
         """The loss terms, with their gradient added into `image.grad`: of the whole picture at once,

@@ -294,3 +294,26 @@ def settings_table() -> str:
         shown = declared.shown_default.lower() if declared.kind is bool else declared.shown_default
         rows.append(f"| `{declared.name}` | `{flag}` | {shown} | {declared.describe(short=True)} | {declared.declaration.help} |")
     return "\n".join(rows)
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """What a clip adds to the settings of a picture."""
+
+    temporal_weight: float = 20.0  # the pull toward the warped previous painted frame; 0: frames painted one by one
+    fps: float = 0.0  # frames kept per second; 0: all of the input's
+    later_steps: int = 0  # steps of each frame after the first (which starts from the painted one before it); 0: a third of a still's work
+
+    _RANGES = {"temporal_weight": (0.0, 1e6), "fps": (0.0, 240.0), "later_steps": (0, 10_000)}
+
+    def validated(self) -> VideoSettings:
+        """These settings, or SettingsError naming what is allowed."""
+        for declared in fields(self):
+            value = getattr(self, declared.name)
+            low, high = self._RANGES[declared.name]
+            kind = int if declared.type == "int" else float
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+                raise SettingsError(f"{declared.name} must be a number{' (whole)' if kind is int else ''}, not {value!r}")
+            if not low <= value <= high:
+                raise SettingsError(f"{declared.name} must be between {low:g} and {high:g}, not {value:g}")
+        return replace(self, later_steps=int(self.later_steps))

@@ -41,6 +41,10 @@ class Whole:
     def total_variation(self) -> Tensor:
         return losses.total_variation(self.picture)
 
+    def pixels(self, tensor: Tensor) -> tuple[Tensor, Tensor]:
+        """The picture's pixels owned, and a tensor on the picture's grid at the same pixels."""
+        return self.picture, tensor
+
 
 class Tile:
     """One tile of a plan: `piece` is what it reads of the picture, `features` the network's on it."""
@@ -58,9 +62,17 @@ class Tile:
     def total_variation(self) -> Tensor:
         return tiles.total_variation_sum(self.plan, self.tile, self.picture) / (self.plan.height * self.plan.width)
 
+    def pixels(self, tensor: Tensor) -> tuple[Tensor, Tensor]:
+        top, bottom, left, right = self.tile.core
+        read_top, _, read_left, _ = self.tile.read
+        core = self.picture[..., top - read_top: bottom - read_top, left - read_left: right - read_left]
+        return core, tensor[..., top:bottom, left:right]
+
 
 class Content:
     """1/2 sum (F - P)^2 at the content layer, weighed by alpha."""
+
+    name = "content"
 
     def __init__(self, layer: str, target: Tensor, alpha: float):
         self.layer, self.target, self.weight = layer, target, alpha
@@ -82,6 +94,8 @@ class Style:
     """The style term over regions: each a mask (None: the whole picture) and its Gram targets per
     position. The Gram matrix of a region weighs the features by the root of its mask, averaged down
     to each layer's grid (Gatys et al. 2017), and its term counts by the region's share of the picture."""
+
+    name = "style"
 
     def __init__(self, layers: tuple[str, ...], regions: list[tuple[Tensor | None, dict[str, Tensor]]], betas: dict):
         self.layers, self.regions, self.betas, self.weight = layers, regions, betas, 1.0
@@ -143,6 +157,8 @@ class Style:
 class TotalVariation:
     """Squared differences of neighbouring pixels, per pixel; nothing is computed at weight 0."""
 
+    name = "tv"
+
     def __init__(self, weight: float):
         self.weight = weight
 
@@ -157,6 +173,34 @@ class TotalVariation:
 
     def surrogate(self, view, pairing: None) -> Tensor | None:
         return self.weight * view.total_variation() if self.weight else None
+
+
+class Temporal:
+    """A video frame's pull toward the previous painted frame warped along the optical flow (Ruder et
+    al. 2016): sum over pixels of c (x - warped)^2 / sum c, c the flow's reliability (0 where it is not
+    to be trusted); pixel by pixel, so a tile's share is its core's pixels."""
+
+    name = "temporal"
+
+    def __init__(self, warped: Tensor, reliability: Tensor, weight: float):
+        """`warped` (1, 3, H, W) and `reliability` (1, 1, H, W) at the picture's size."""
+        self.warped, self.reliability, self.weight = warped, reliability, weight
+        self.reliable = reliability.sum().clamp_min(1.0)
+
+    def sums(self, view) -> dict:
+        picture, warped = view.pixels(self.warped)
+        _, reliability = view.pixels(self.reliability)
+        difference = picture.to(warped.dtype) - warped
+        return {"temporal": (reliability * difference.pow(2)).sum() / self.reliable}
+
+    def value(self, sums: dict, size_at: SizeAt) -> Tensor:
+        return sums["temporal"]
+
+    def value_and_pairing(self, sums: dict, size_at: SizeAt) -> tuple[Tensor, None]:
+        return sums["temporal"], None
+
+    def surrogate(self, view, pairing: None) -> Tensor:
+        return self.weight * self.sums(view)["temporal"]
 
 
 class _WeighedGram(torch.autograd.Function):
