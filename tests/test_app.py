@@ -271,17 +271,21 @@ def _time_left_ratios(client) -> tuple[dict[int, float], list, bool]:
     # back in (the server trims between runs) now and then took twice a step, for several steps.
     last_scale_seen = next(frame["step"] for frame in progress if frame["size"] == progress[-1]["size"])
     last_scale = STEPS.durations[first_step:][last_scale_seen - progress[-1]["step"]:]
-    steady = max(last_scale) <= 1.5 * statistics.median(last_scale)
-    return ratios, [(frame["step"], frame["size"], frame["elapsed"], frame["seconds_left"]) for frame in progress], steady
+    steady = sum(last_scale) <= 1.4 * len(last_scale) * statistics.quantiles(last_scale, n=4)[0]
+    frames = [(frame["step"], frame["size"], frame["elapsed"], frame["seconds_left"]) for frame in progress]
+    seen = {"frames (step, size, elapsed, left)": frames,
+            "last scale's steps (s)": [round(seconds, 3) for seconds in last_scale]}
+    return ratios, seen, steady
 
 
 @pytest.mark.server
 def test_time_left_is_in_the_truths_range_from_the_second_scale_on(client):
     # The model is checked exactly in tests/test_timeleft.py; here, live, a band that fails an
     # estimate off by 2x (measured: 0.5-0.6 for half the truth, 0.9-1.5 as it is). A run through
-    # which the machine did not keep its pace says nothing of the estimate: then one more.
-    ratios, seen, steady = _time_left_ratios(client)
-    if not steady:
+    # which the machine did not keep its pace says nothing of the estimate: then another, three at most.
+    for _ in range(3):
         ratios, seen, steady = _time_left_ratios(client)
+        if steady:
+            break
     assert len(ratios) >= 2 and steady, seen
     assert all(0.6 <= ratio <= 1.8 for ratio in ratios.values()), (ratios, seen)
