@@ -20,13 +20,14 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from nst import Settings, SettingsError, images, memory, stylize, tiles
+from nst import Settings, SettingsError, distances, images, memory, stylize, tiles
 from nst.cli import main as cli
 from nst.memory import lbfgs_history
 from nst.run import scale_settings
 from nst.objective import Objective
-from nst.runtime import Runtime
+from nst.runtime import Runtime, cpu_has_fast_bf16
 from nst.vgg import VGG19Features, load_model
 from nst.weights import load_weights
 
@@ -37,9 +38,9 @@ FLOAT32_LOSS_BOUND = 1e-5
 FLOAT32_GRADIENT_BOUND = 1e-3  # relative to the gradient's norm
 
 
-def _evaluate(model, content, styles, mask, settings, winograd, tile, dtype):
+def _evaluate(model, content, styles, mask, settings, winograd, tile, dtype, precision="fp32"):
     settings = replace(settings, tile=tile).validated(style_count=len(styles))
-    runtime = Runtime(torch.device("cpu"), "fp32", winograd, False)
+    runtime = Runtime(torch.device("cpu"), precision, winograd, False)
     objective = Objective(model, content.to(dtype), [style.to(dtype) for style in styles], settings, runtime,
                           None if mask is None else mask.to(dtype))
     assert (objective.tiles is None) == (tile == "off")
@@ -105,6 +106,24 @@ def test_tiles_in_float32_are_as_close_to_float64_as_the_whole_picture(model64, 
         assert float((gradient - expected_gradient).norm() / expected_gradient.norm()) <= FLOAT32_GRADIENT_BOUND, tile
 
 
+def test_tiles_in_bfloat16_are_as_close_to_float64_as_the_whole_picture_in_bfloat16(model64, content, style, second_style):
+    # bf16's rounding (2^-8) dwarfs what tiling changes: a tiled evaluation may be no farther from
+    # float64 than twice the whole picture's own bf16 error, measured here on the CPU that runs it.
+    if not cpu_has_fast_bf16():
+        pytest.skip("bf16 is emulated on this CPU (a minute here); `auto` runs fp32 on it, which the float32 test covers")
+    tensor, styles, mask = _pictures(content, style, second_style, (128, 192), "one style")
+    settings = Settings(tv_weight=0.5)
+    expected, expected_gradient = _evaluate(model64, tensor, styles, mask, settings, False, "off", torch.float64)
+    model = VGG19Features(load_weights("embedded")).to(memory_format=torch.channels_last)
+    errors = {}
+    for tile in ("off", "64"):
+        terms, gradient = _evaluate(model, tensor, styles, mask, settings, False, tile, torch.float32, "bf16")
+        errors[tile] = (_loss_error(terms, expected), float((gradient - expected_gradient).norm() / expected_gradient.norm()))
+    (whole_loss, whole_gradient), (tiled_loss, tiled_gradient) = errors["off"], errors["64"]
+    assert 0 < whole_loss < 0.05 and 0 < whole_gradient < 0.2, errors  # bf16 ran, and is near float64
+    assert tiled_loss <= 2 * whole_loss and tiled_gradient <= 2 * whole_gradient, errors
+
+
 def test_a_picture_made_in_tiles_is_the_whole_pictures_without_a_seam(content, style):
     settings = Settings(size=128, steps=10, frame_interval=3600, precision="fp32")
     made = {tile: numpy.asarray(list(stylize(content, style, replace(settings, tile=tile)))[-1].image, dtype=numpy.float64) / 255
@@ -119,6 +138,9 @@ def test_a_picture_made_in_tiles_is_the_whole_pictures_without_a_seam(content, s
     for boundary in plan.columns[1:-1]:
         seams[:, boundary - 2: boundary + 2] = True
     assert difference[seams].mean() <= 1.25 * difference[~seams].mean()
+    far = {tile: distances(Image.fromarray(numpy.uint8(numpy.round(picture * 255))), content, style) for tile, picture in made.items()}
+    for name in ("content", "style"):
+        assert abs(far["64"][name] - far["off"][name]) <= 0.02 * far["off"][name], far
 
 
 def test_a_cores_gradient_keeps_the_channels_last_layout():
