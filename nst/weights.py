@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .layers import BLOCK_SIZES
+
 if TYPE_CHECKING:  # torch is imported where weights are read, so that the settings can name the sources without it
     from torch import Tensor
 
@@ -45,7 +47,7 @@ HUB_FILE = "model.safetensors"
 CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 CONV_CHANNELS = ((64, 3), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (256, 256), (256, 256),
                  (512, 256), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512))
-CAFFE_LAYER_NAMES = tuple(f"block{b}_conv{k}" for b, n in enumerate((2, 2, 4, 4, 4), 1) for k in range(1, n + 1))
+CAFFE_LAYER_NAMES = tuple(f"block{b}_conv{k}" for b, n in enumerate(BLOCK_SIZES, 1) for k in range(1, n + 1))
 
 
 class WeightsError(ValueError):
