@@ -251,7 +251,7 @@ def test_a_dropped_result_png_sets_the_pages_controls(tmp_path):
         app.restore_settings(str(EXAMPLES / "chelsea.jpg"))
 
 
-def _time_left_ratios(client) -> tuple[dict[int, float], list, bool]:
+def _time_left_ratios(client) -> tuple[dict[int, float], dict, bool]:
     """One run of three scales (128, 222 and 384 px): {step: seconds left foretold / in truth} from the
     second scale on, the frames seen, and whether the machine kept its pace through the last scale."""
     # Waiting on the result, not iterating the job: gradio_client's iterator polls every millisecond,
