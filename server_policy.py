@@ -184,6 +184,10 @@ class GuardedBlocks(gr.Blocks):
             raise refuse(f"images: {ONLY_UPLOADS}") from None
         except ValueError:  # a host Gradio refuses or cannot reach; pydantic's validation: a value of the wrong kind
             raise refuse(NOT_FETCHED if any(_is_address(payload.get("path")) for payload in files) else WRONG_KIND) from None
+        except Exception:  # Gradio's download raises a bare Exception for an answer other than 200
+            if any(_is_address(payload.get("path")) for payload in files):
+                raise refuse(NOT_FETCHED) from None
+            raise
 
 
 # --- Requests: what the browser or an API client sent -> images and Settings, or gr.Error --------------

@@ -195,6 +195,21 @@ def test_an_image_at_a_public_address_is_fetched(server_url, monkeypatch):
     assert event == "complete", outputs
 
 
+def test_a_public_address_that_answers_not_found_is_refused_in_one_line(server_url, monkeypatch):
+    import safehttpx
+
+    async def public(hostname):  # as above: the server stands in for a public host, here one that has no such file
+        return "127.0.0.1"
+
+    monkeypatch.setattr(safehttpx, "async_validate_url", public)
+    style = raw_http.upload(server_url, STYLE)
+    missing = {"path": f"{server_url}/gradio_api/file=missing-{uuid.uuid4().hex}.png", "meta": {"_type": "gradio.FileData"}}
+    assert httpx.get(missing["path"], timeout=30).status_code != 200
+    event, reply = raw_http.call(server_url, "stylize", raw_http.arguments(server_url, "stylize", content=missing, style=style))
+    assert event == "error" and "could not fetch an image from its address" in (reply["error"] or ""), reply
+    _no_internals(reply["error"])
+
+
 def test_an_upload_deleted_from_the_cache_is_refused_without_its_path(server_url):
     content, style = raw_http.upload(server_url, EXAMPLES / "chelsea.jpg"), raw_http.upload(server_url, STYLE)
     os.remove(content["path"])  # as the cache cleaner does after NST_CACHE_SECONDS
