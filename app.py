@@ -215,7 +215,7 @@ def clip_tab() -> None:
                                  columns=len(GALLERY), rows=1, height=120, allow_preview=False, object_fit="cover",
                                  elem_id="clip-gallery")
             gr.Examples([[str(EXAMPLES / "walkers.mp4"), str(EXAMPLES / "starry_night.jpg")]], inputs=[clip, style],
-                        cache_examples=False, label="Example (click it, then Paint the clip)")
+                        cache_examples=False, label="Example (click it, then Paint the clip)", elem_id="clip-examples")
             strength = gr.Slider(1, 10, value=DEFAULT_STRENGTH, step=0.5, label="Style strength", elem_id="clip-strength")
             with gr.Row():
                 size = gr.Slider(*clip_bounds("size"), value=CLIP_SIZE, step=32, label="Frame size (long side, px)", elem_id="clip-size")
