@@ -101,3 +101,11 @@ def test_stop_ends_the_clip_with_the_frames_painted_so_far(server_url):
     assert status.startswith("Stopped. frame 1/4") and progress["done"], status
     assert mp4_facts(video) == ("h264", 64, 48, 1)  # the frame in the making, as a still's Stop keeps its picture
     assert engine_is_idle()
+
+
+@pytest.mark.server
+def test_a_clip_past_the_time_limit_stops_and_keeps_its_frames(client, monkeypatch):
+    monkeypatch.setattr(server_policy.capacity(), "clip_job_seconds", 1.0)
+    _, status, progress, video = client.predict(**small_clip(steps=1000, fps=1), api_name="/stylize_video")
+    assert status.startswith("stopped at the time limit of 1 s per clip: frame 1/4") and progress["done"], status
+    assert mp4_facts(video) == ("h264", 64, 48, 1)
