@@ -18,10 +18,12 @@ import gradio as gr
 
 from handlers import (API_PARAMETERS, DEFAULT_STRENGTH, DEFAULTS, EXAMPLES, RESTORED, api_input, arm_stop, canvas, document_api,
                       example_canvas, forget_session, request_stop, restore_settings, style_picker, stylize, stylize_page)
+from clip_handlers import CLIP_PARAMETERS, CLIP_SIZE, VIDEO_DEFAULTS, clip_api_input, document_clip_api, stylize_clip_page, stylize_video
 from nst.memory import reuse_freed_memory
 from nst.warmup import warm_up
 from nst.settings import declaration
-from server_policy import CACHE_SECONDS, CONCURRENCY, MAX_FILE_SIZE, QUEUE_SIZE, WEIGHT_CHOICES, GuardedBlocks, bounds, sweep_cache
+from server_policy import (CACHE_SECONDS, CONCURRENCY, MAX_FILE_SIZE, QUEUE_SIZE, WEIGHT_CHOICES, GuardedBlocks, bounds, capacity,
+                           clip_bounds, sweep_cache)
 
 STYLESHEET = Path(__file__).resolve().with_name("app.css")
 # Public-domain paintings from five periods, one click each as the style (credits in examples/CREDITS.md).
@@ -77,27 +79,37 @@ def build() -> GuardedBlocks:
     """The page and its API, built once, on first use (`app.demo`, `prepare_server`, `launch`) rather than
     at import: its ranges ask this server's capacity, and its API's descriptions come from stylize's docstring."""
     document_api()  # before stylize is wired: Gradio reads the docstring then
+    document_clip_api()
     with GuardedBlocks(title="Neural Style Transfer", delete_cache=(max(1, CACHE_SECONDS // 3), CACHE_SECONDS)) as demo:
         gr.Markdown("# Neural Style Transfer\nDrop in a photo and a painting (or click an example), press **Stylize**, and watch the "
                     "photo take on the painting's style step by step.")
-        # Made here for the examples to fill in, and placed further down.
-        page = {"style_strength": gr.Slider(1, 10, value=DEFAULT_STRENGTH, step=0.5, label="Style strength", elem_id="strength",
-                                            info="1: a light touch of the painting · 10: fully painted", render=False),
-                "size": gr.Slider(*bounds("size"), value=DEFAULTS.size, step=32, label="Output size (long side, px)", elem_id="size",
-                                  render=False)}
-        with gr.Row():
-            with gr.Column():  # what the visitor brings: a photo and a painting
-                page |= photo_and_painting(page)
-            with gr.Column():  # what the visitor does and gets: how strongly, Stylize, and the picture forming
-                page |= result_column(page)
-        with gr.Accordion("Advanced", open=False, elem_id="advanced"):  # every other setting, one click away
-            page |= advanced_settings(page)
-        with gr.Accordion("How it works", open=False):
-            gr.Markdown(HOW_IT_WORKS)
-        wire_page(demo, page)
+        with gr.Tabs():
+            with gr.Tab("Picture", elem_id="picture-tab"):
+                picture_tab(demo)
+            with gr.Tab("Clip", elem_id="clip-tab"):  # its own settings (frame rate, steadiness) and a player for its result
+                clip_tab()
         wire_api()
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
+
+
+def picture_tab(demo: gr.Blocks) -> None:
+    """The still picture's tab: the photo and painting, the result forming, every setting."""
+    # Made here for the examples to fill in, and placed further down.
+    page = {"style_strength": gr.Slider(1, 10, value=DEFAULT_STRENGTH, step=0.5, label="Style strength", elem_id="strength",
+                                        info="1: a light touch of the painting · 10: fully painted", render=False),
+            "size": gr.Slider(*bounds("size"), value=DEFAULTS.size, step=32, label="Output size (long side, px)", elem_id="size",
+                              render=False)}
+    with gr.Row():
+        with gr.Column():  # what the visitor brings: a photo and a painting
+            page |= photo_and_painting(page)
+        with gr.Column():  # what the visitor does and gets: how strongly, Stylize, and the picture forming
+            page |= result_column(page)
+    with gr.Accordion("Advanced", open=False, elem_id="advanced"):  # every other setting, one click away
+        page |= advanced_settings(page)
+    with gr.Accordion("How it works", open=False):
+        gr.Markdown(HOW_IT_WORKS)
+    wire_page(demo, page)
 
 
 def __getattr__(name: str):
@@ -188,6 +200,49 @@ def advanced_settings(page: dict) -> dict:
             "second_style_share": second_style_share, "saved_picture": saved_picture}
 
 
+def clip_tab() -> None:
+    """A clip and a painting in, the painted clip out: frames show as they are made, then the MP4 plays and downloads.
+    The player takes the clip as uploaded and shows the MP4 as written (format=None): no ffmpeg program is needed."""
+    limits = capacity()
+    with gr.Row():
+        with gr.Column():
+            with gr.Row():
+                clip = gr.Video(label="Clip (a short video)", sources=["upload"], format=None, include_audio=True, height=240,
+                                min_width=140, elem_id="clip")
+                style = gr.Image(label="Style (a painting)", type="filepath", sources=["upload", "clipboard"], height=240,
+                                 min_width=140, elem_id="clip-style")
+            gallery = gr.Gallery([(str(EXAMPLES / path), caption) for path, caption in GALLERY], label="Or pick a painting",
+                                 columns=len(GALLERY), rows=1, height=120, allow_preview=False, object_fit="cover",
+                                 elem_id="clip-gallery")
+            gr.Examples([[str(EXAMPLES / "walkers.mp4"), str(EXAMPLES / "starry_night.jpg")]], inputs=[clip, style],
+                        cache_examples=False, label="Example (click it, then Paint the clip)", elem_id="clip-examples")
+            strength = gr.Slider(1, 10, value=DEFAULT_STRENGTH, step=0.5, label="Style strength", elem_id="clip-strength")
+            with gr.Row():
+                size = gr.Slider(*clip_bounds("size"), value=CLIP_SIZE, step=32, label="Frame size (long side, px)", elem_id="clip-size")
+                steps = gr.Slider(*bounds("steps"), value=DEFAULTS.steps, step=1, label="Iterations of the first frame",
+                                  info="Later frames start from the one before and take a third of the work", elem_id="clip-steps")
+            with gr.Row():
+                fps = gr.Slider(0, 30, value=VIDEO_DEFAULTS.fps, step=1, label="Frames per second kept (0: all)", elem_id="clip-fps")
+                temporal_weight = gr.Slider(0, 100, value=VIDEO_DEFAULTS.temporal_weight, step=1, label="Steadiness (temporal weight)",
+                                            info="0: each frame painted on its own (flickers)", elem_id="clip-temporal")
+            gr.Markdown(f"This server paints clips of up to {limits.clip_seconds:g} s, frames up to {limits.clip_size} px.")
+        with gr.Column():
+            with gr.Row():
+                paint_button = gr.Button("Paint the clip", variant="primary", min_width=100, elem_id="paint-clip")
+                stop_button = gr.Button("Stop", variant="stop", min_width=100, elem_id="clip-stop")
+            frame = gr.Image(label="Frame being painted", type="pil", format="jpeg", interactive=False, height=320,
+                             elem_id="clip-frame")
+            status = gr.Markdown("Ready.", elem_id="clip-status")
+            painted = gr.Video(label="Painted clip (MP4)", format=None, interactive=False, visible=False, buttons=["download"],
+                               elem_id="painted-clip")
+    gallery.select(style_picker([str(EXAMPLES / path) for path, _ in GALLERY]), None, style, api_visibility="private")
+    run_token = gr.State()
+    paint_button.click(arm_stop, None, run_token, queue=False, api_visibility="private").then(
+        stylize_clip_page, [clip, style, strength, steps, size, fps, temporal_weight, run_token], [frame, status, painted],
+        api_visibility="private", preprocess=False, concurrency_limit=CONCURRENCY, concurrency_id="stylize", show_progress="minimal")
+    stop_button.click(request_stop, None, None, api_visibility="private", queue=False)
+
+
 def wire_page(demo: gr.Blocks, page: dict) -> None:
     """The page's events: a new photo, Stylize and Stop, the gallery, restoring settings, a tab closed."""
     page_inputs = [page[name] for name in PAGE_INPUTS]
@@ -207,13 +262,17 @@ def wire_page(demo: gr.Blocks, page: dict) -> None:
 
 
 def wire_api() -> None:
-    """The API (/stylize, also an MCP tool): hidden inputs named, typed and defaulted by the settings' declarations."""
+    """The API (/stylize and /stylize_video, also MCP tools): hidden inputs named, typed and defaulted by the settings' declarations."""
     api_inputs = [api_input(name) for name in API_PARAMETERS]
     api_outputs = [gr.Image(type="filepath", format="jpeg", visible=False, label="picture"),  # JPEG frames, as in the Result box
                    gr.Textbox(visible=False, label="status"), gr.JSON(visible=False, label="progress"),
                    gr.File(visible=False, label="timelapse")]
     gr.Button(visible=False).click(stylize, api_inputs, api_outputs, api_name="stylize", preprocess=False,
                                    concurrency_limit=CONCURRENCY, concurrency_id="stylize")
+    clip_outputs = [gr.Image(type="filepath", format="jpeg", visible=False, label="frame"), gr.Textbox(visible=False, label="status"),
+                    gr.JSON(visible=False, label="progress"), gr.File(visible=False, label="video")]
+    gr.Button(visible=False).click(stylize_video, [clip_api_input(name) for name in CLIP_PARAMETERS], clip_outputs,
+                                   api_name="stylize_video", preprocess=False, concurrency_limit=CONCURRENCY, concurrency_id="stylize")
 
 
 def prepare_server() -> None:

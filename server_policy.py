@@ -23,7 +23,8 @@ from gradio.route_utils import delete_files_created_by_app
 from nst import ImageError, Settings, SettingsError, open_image
 from nst.images import open_mask
 from nst.devices import resolve_device
-from nst.settings import declaration, shown_value
+from nst.settings import VideoSettings, declaration, shown_value
+from nst.video import Clip, VideoError
 
 
 def _on_zero_gpu() -> bool:
@@ -44,6 +45,9 @@ class Capacity:
 
     limits: dict[str, float]  # the highest size and steps a request may ask for (Settings.validated's `limits`)
     job_seconds: float  # a run that takes longer stops and keeps its picture
+    clip_seconds: float = 10.0  # the longest clip painted (its frames at the rate kept, over that rate)
+    clip_size: int = 384  # a clip's frames' long side at most, in px
+    clip_job_seconds: float = 900.0  # a clip that takes longer stops and keeps the frames painted so far
 
 
 @functools.cache
@@ -51,7 +55,17 @@ def capacity() -> Capacity:
     """This server's capacity, decided on first use (when the page is built), not at import: it asks torch
     for the device. A shared CPU is slow: smaller pictures, fewer steps, and less time per picture."""
     on_gpu = resolve_device("auto").type != "cpu"
-    return Capacity({"size": 4096 if on_gpu else 1024, "steps": 2000 if on_gpu else 1000}, 600 if on_gpu else 300)
+    limits = {"size": 4096 if on_gpu else 1024, "steps": 2000 if on_gpu else 1000}
+    if on_gpu:
+        return Capacity(limits, 600, clip_seconds=60.0, clip_size=1024, clip_job_seconds=1800.0)
+    return Capacity(limits, 300)
+
+
+def clip_bounds(name: str) -> tuple[float, float]:
+    """A clip's setting's range on this server: the still's, with the clip's own size limit."""
+    if name == "size":
+        return declaration("size").declaration.low, capacity().clip_size
+    return bounds(name)
 
 
 MAX_FILE_SIZE = "10mb"
@@ -206,3 +220,29 @@ def parse_request(content, style, second_style, mask=None, **values):
         return uploaded(content, "content image"), styles, settings, uploaded(mask, "mask", open_mask)
     except (ImageError, SettingsError) as error:
         raise refuse(str(error)) from None
+
+
+def parse_clip_request(clip, style, fps, temporal_weight, later_steps, **values) -> tuple[Clip, list, Settings, VideoSettings]:
+    """The clip, style images, Settings and VideoSettings of a clip's request, or gr.Error in one line:
+    the settings are checked before the clip is opened, and the clip's length against this server's."""
+    if clip is None:
+        raise refuse("Add a clip (the video to repaint).")
+    if style is None:
+        raise refuse("Add a style image (the painting to borrow from).")
+    if "weights" in values and values["weights"] not in SERVER_WEIGHTS:
+        raise refuse(f"unknown weights {shown_value(values['weights'])}; choose one of {', '.join(SERVER_WEIGHTS)}")
+    limits = {**capacity().limits, "size": capacity().clip_size}
+    try:
+        video = VideoSettings(temporal_weight=temporal_weight, fps=fps, later_steps=later_steps).validated()
+        settings = Settings.from_values(style_count=1, limits=limits, **values)
+        styles = [uploaded(style, "style image")]
+        opened = uploaded(clip, "clip", lambda path, what: Clip.open(path, video.fps))
+    except (ImageError, SettingsError, VideoError) as error:
+        raise refuse(str(error)) from None
+    if opened.frame_count == 0:
+        raise refuse(f"{opened.path.name} gives no duration; this server paints clips that say how long they are")
+    seconds, longest = opened.frame_count / opened.rate, capacity().clip_seconds
+    if seconds > longest:
+        raise refuse(f"{opened.path.name} is {float(seconds):.1f} s long; this server paints clips of at most {longest:g} s: "
+                     "trim it first")
+    return opened, styles, settings, video

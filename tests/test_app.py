@@ -21,7 +21,7 @@ from PIL import Image
 import app
 import handlers
 import server_policy
-from nst import Settings, save_png, settings_from_picture
+from nst import Settings, VideoSettings, save_png, settings_from_picture
 
 from . import raw_http
 from .conftest import EXAMPLES, ROOT, STEPS, engine_is_busy, engine_is_idle
@@ -220,7 +220,15 @@ def test_stylize_is_an_mcp_tool_with_its_arguments_explained(server_url):
 
     progress = []
     tools, result = asyncio.run(list_and_call())
-    assert set(tools) == {"stylize"}  # the page's own events are not tools
+    assert set(tools) == {"stylize", "stylize_video"}  # the page's own events are not tools
+    clip_tool = tools["stylize_video"]
+    assert "video clip" in clip_tool.description
+    clip_properties = clip_tool.inputSchema["properties"]
+    assert list(clip_properties)[:2] == ["clip", "style"]
+    assert "frames kept per second" in clip_properties["fps"]["description"]
+    assert clip_properties["temporal_weight"]["default"] == VideoSettings().temporal_weight
+    assert f"to {server_policy.capacity().clip_size})" in clip_properties["size"]["description"]
+    assert all(clip_properties[name].get("description") for name in clip_properties), clip_properties
     tool = tools["stylize"]
     assert "style of a painting" in tool.description
     properties = tool.inputSchema["properties"]

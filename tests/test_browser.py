@@ -256,3 +256,22 @@ def test_a_brush_stroke_says_where_the_style_goes(page):
         return float((images.to_tensor(result.crop(box)) - images.to_tensor(photo.crop(box))).abs().mean())
 
     assert change(0.8, 1.0) < 0.08 and change(0.35, 0.5) > 2 * change(0.8, 1.0)  # painted: painting; below: still the photo
+
+
+def test_the_clip_tab_shows_frames_as_they_are_painted_then_plays_the_mp4(page):
+    page.get_by_role("tab", name="Clip").click()
+    page.locator("#clip-examples tbody tr").first.click()
+    expect(page.locator("#clip video")).to_have_attribute("src", re.compile("walkers"), timeout=10_000)
+    expect(page.locator("#clip-style img[src*=starry_night]")).to_be_visible(timeout=10_000)
+    for elem_id, value in (("clip-size", 64), ("clip-steps", 4), ("clip-fps", 1)):
+        _set_slider(page, elem_id, value)
+    page.get_by_role("button", name="Paint the clip").click()
+    expect(page.locator("#clip-status")).to_contain_text("s left for the clip", timeout=30_000)
+    expect(page.locator("#clip-frame img")).to_be_visible()
+    expect(page.locator("#clip-status")).to_contain_text("frame 4/4", timeout=60_000)
+    player = page.locator("#painted-clip video")
+    expect(player).to_be_visible(timeout=30_000)
+    # Chromium has read the MP4's header: it can play it (no ffmpeg on the server made it so)
+    page.wait_for_function("video => video.readyState >= 1 && video.duration > 0", arg=player.element_handle(), timeout=15_000)
+    assert page.locator("#painted-clip video").evaluate("video => video.duration") == pytest.approx(4.0, abs=0.3)
+    page.screenshot(path=SCREENSHOTS / "10-clip.png", full_page=True)
