@@ -15,11 +15,12 @@ _HOMES = {"Checkpoint": "checkpoint", "CheckpointError": "checkpoint", "Interrup
           "Frame": "observers", "stylize": "engine", "ImageError": "images", "open_image": "images", "distances": "objective",
           "save_png": "provenance", "settings_from_picture": "provenance", "scale_schedule": "schedule",
           "Settings": "settings", "SettingsError": "settings", "WeightsError": "weights",
-          "stylize_video": "sequence", "VideoFrame": "sequence", "VideoSettings": "settings", "VideoError": "video"}
+          "stylize_video": "sequence", "VideoFrame": "sequence",
+          "VideoResume": "sequence", "VideoSettings": "settings", "VideoError": "video"}
 
 __all__ = ["Checkpoint", "CheckpointError", "Frame", "ImageError", "Interrupted", "Settings", "SettingsError", "VideoError", "VideoFrame",
-           "VideoSettings", "WeightsError", "distances", "open_image", "save_png", "scale_schedule", "settings_from_picture", "stylize",
-           "stylize_video"]
+           "VideoResume", "VideoSettings", "WeightsError", "distances", "open_image", "save_png", "scale_schedule", "settings_from_picture",
+           "stylize", "stylize_video"]
 
 
 def __getattr__(name: str):

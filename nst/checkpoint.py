@@ -96,14 +96,8 @@ class Checkpoint:
             raise CheckpointError(f"{path} was saved by nst {document.get('version')} and this is nst {__version__}: "
                                   "start the run again")
         try:
-            values = json.loads(document["settings"])
-            shaping = {declared.name for declared in declarations() if declared.declaration.group == "picture"}
             style_count = document["style_count"]
-            # The picture's settings are checked here; those of where it runs (a device this machine may
-            # lack) when the run starts, after the command line has had its say.
-            settings = Settings.from_values(style_count, **{name: value for name, value in values.items() if name in shaping})
-            settings = replace(settings, **{name: tuple(value) if isinstance(value, list) else value
-                                            for name, value in values.items() if name not in shaping})
+            settings = saved_settings(document["settings"], style_count)
             checkpoint = cls(settings, str(document["fingerprint"]), int(document["scale"]), int(document["step"]),
                              float(document["elapsed"]), document["picture"], dict(document["optimizer"]), int(style_count))
         except SettingsError as error:
@@ -126,6 +120,17 @@ class Checkpoint:
                                   "resume it with its own")
         if self.step >= settings.steps:
             raise CheckpointError("the checkpoint's run had finished: nothing to resume")
+
+
+def saved_settings(text: str, style_count: int) -> Settings:
+    """The settings a checkpoint saved as JSON; SettingsError where the picture's are not usable here.
+    Those of where it runs (a device this machine may lack) are checked when the run starts, after
+    the command line has had its say."""
+    values = json.loads(text)
+    shaping = {declared.name for declared in declarations() if declared.declaration.group == "picture"}
+    settings = Settings.from_values(style_count, **{name: value for name, value in values.items() if name in shaping})
+    return replace(settings, **{name: tuple(value) if isinstance(value, list) else value
+                                for name, value in values.items() if name not in shaping})
 
 
 def fingerprint(content: Image.Image, styles: Sequence[Image.Image], mask: Image.Image | None) -> str:

@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
                         help="save the run to OUTPUT.ckpt (out.png: out.png.ckpt) every SECONDS and on Ctrl-C, to continue it "
                         "with --resume; a finished run deletes it (default 300; 0: never)")
-    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run a checkpoint holds, with the same images "
-                        "and its settings (a flag that changes the picture is refused; where and how fast it runs may change)")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run a checkpoint holds (a clip's: "
+                        "OUT.mp4.partial), with the same images and its settings (a flag that changes the picture is refused; "
+                        "where and how fast it runs may change)")
     add_video_flags(parser)
     return parser
 

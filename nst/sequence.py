@@ -41,24 +41,45 @@ class VideoFrame:
     elapsed: float
     seconds_left: float
 
+    resume: VideoResume | None = None  # on a done frame: what a run needs to go on from the next frame
+
     @property
     def image(self) -> Image.Image:
         return self.progress.image
 
 
+@dataclass
+class VideoResume:
+    """Where a clip's painting goes on: at frame `next_frame` (counted from 0), after the input frame
+    `before` (at the working size) painted as `painted` (H, W, 3 float32, the optimised picture
+    before 8-bit rounding); `elapsed` and `later_seconds` carry the clock and the time-left estimate."""
+
+    next_frame: int
+    before: Image.Image
+    painted: np.ndarray
+    elapsed: float = 0.0
+    later_seconds: tuple[float, ...] = ()
+
+
 def stylize_video(clip: str | Clip, styles: ImageSource | Sequence[ImageSource], settings: Settings = Settings(),
-                  video: VideoSettings = VideoSettings(), mask: ImageSource | None = None) -> Iterator[VideoFrame]:
+                  video: VideoSettings = VideoSettings(), mask: ImageSource | None = None,
+                  resume: VideoResume | None = None) -> Iterator[VideoFrame]:
     """Paint `clip` (a file, or a `Clip`) in the style of `styles`, yielding VideoFrames: progress
     within each frame's run and, `done`, each painted frame in order. Settings, styles and mask are
-    taken as `stylize` takes them, for every frame; VideoError for a clip that cannot be read."""
+    taken as `stylize` takes them, for every frame; VideoError for a clip that cannot be read.
+    `resume` (a done frame's) goes on from its next frame, as the run it came from would have."""
     video = video.validated()
     clip = clip if isinstance(clip, Clip) else Clip.open(clip, video.fps)
     styles = images.open_styles(styles)
     settings = settings.validated(style_count=len(styles))  # refused before a frame is decoded
     mask = images.open_mask(mask) if mask is not None and not isinstance(mask, Image.Image) else mask
-    started, later_seconds, later = time.perf_counter(), [], None
+    started, later_seconds, later = time.perf_counter() - (resume.elapsed if resume else 0.0), [], None
     before = painted = None  # the previous input frame at the working size, and its painted picture (H, W, 3)
+    if resume is not None:
+        before, painted, later_seconds = resume.before, resume.painted, list(resume.later_seconds)
     for index, frame in enumerate(clip.frames()):
+        if resume is not None and index < resume.next_frame:
+            continue
         height, width = images.working_size(frame.width, frame.height, settings.size, "clip")
         if later is None:  # a later frame: the last scale only
             steps = video.later_steps or a_third_of_a_still(settings, max(width, height) / min(width, height))
@@ -74,11 +95,13 @@ def stylize_video(clip: str | Clip, styles: ImageSource | Sequence[ImageSource],
         for progress in stylize(frame, styles, settings if fresh else later, on_step=functools.partial(_keep, last),
                                 mask=mask, start=start, extra_terms=terms):
             seconds_left = progress.seconds_left + _rest(clip.frame_count - index - 1, later_seconds, frame_started)
+            after = None
+            if progress.done:
+                painted = _painted(last.get("picture"), progress, (height, width))
+                later_seconds += [] if fresh else [time.perf_counter() - frame_started]
+                after = VideoResume(index + 1, now, painted, time.perf_counter() - started, tuple(later_seconds))
             yield VideoFrame(index, clip.frame_count, progress, fresh, 0.0 if moved is None else moved.reliable_share,
-                             progress.done, time.perf_counter() - started, seconds_left)
-        if not fresh:
-            later_seconds.append(time.perf_counter() - frame_started)
-        painted = _painted(last.get("picture"), progress, (height, width))
+                             progress.done, time.perf_counter() - started, seconds_left, after)
         before = now
 
 

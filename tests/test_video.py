@@ -3,6 +3,8 @@ its reliability, the temporal term, and the refusals. Clips are made here with P
 px), a few frames, a step or two per frame."""
 
 import json
+import shlex
+import signal
 from fractions import Fraction
 
 import av
@@ -12,7 +14,7 @@ import torch
 from PIL import Image
 
 from nst import Settings, VideoError, VideoSettings, images, stylize, stylize_video
-from nst import flow
+from nst import flow, sequence
 from nst.__main__ import main as cli
 from nst.objective import Objective
 from nst.runtime import Runtime
@@ -181,6 +183,86 @@ def test_the_cli_writes_an_h264_mp4_with_the_audio_and_even_sizes(tmp_path, cont
     with pytest.raises(SystemExit):  # known for a clip by its content: a picture cannot hold it
         cli([str(clip), str(EXAMPLES / "starry_night.jpg"), "-o", str(tmp_path / "painted.png")])
     assert "odd.bin is a clip: the output must end in .mp4" in capsys.readouterr().err
+
+
+def _decoded(path):
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(container.streams.video[0])]
+
+
+def _ctrl_c_in_run(monkeypatch, run):
+    """Ctrl-C (SIGINT, through Python's own handler) pressed in the `run`th frame's engine run, as it
+    yields its first progress: the frames before it are painted, that one is not."""
+    real, runs = sequence.stylize, []
+
+    def stylize_and_press(*args, **kwargs):  # instrumentation: the real engine runs
+        runs.append(run)
+        for progress in real(*args, **kwargs):
+            if len(runs) == run:
+                signal.raise_signal(signal.SIGINT)
+            yield progress
+
+    monkeypatch.setattr(sequence, "stylize", stylize_and_press)
+
+
+def _interrupted(monkeypatch, capsys, arguments, run):
+    """Run the CLI with Ctrl-C in frame `run`'s run; its last line on stderr (130 asserted)."""
+    _ctrl_c_in_run(monkeypatch, run)
+    assert cli(arguments) == 130
+    monkeypatch.undo()
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_ctrl_c_in_a_clip_keeps_its_frames_and_resume_makes_the_uninterrupted_clip(tmp_path, monkeypatch, capsys):
+    common = [str(EXAMPLES / "walkers.mp4"), str(EXAMPLES / "starry_night.jpg"), "--size", "64", "--steps", "2", "--fps", "2",
+              "--later-steps", "1"]
+    whole, parted = tmp_path / "whole.mp4", tmp_path / "parted.mp4"
+    assert cli([*common, "-o", str(whole)]) == 0
+    capsys.readouterr()
+    line = _interrupted(monkeypatch, capsys, [*common, "-o", str(parted)], run=4)
+    folder = tmp_path / "parted.mp4.partial"
+    assert line.startswith(f"interrupted after frame 3; kept the painted frames in {folder}; nothing written to {parted}; "
+                           "to continue: python -m nst "), line
+    assert sorted(path.name for path in folder.iterdir()) == ["frame-000001.png", "frame-000002.png", "frame-000003.png", "state.pt"]
+    assert not parted.exists()
+    command = shlex.split(line.partition("to continue: ")[2])
+    assert command[-2:] == ["--resume", str(folder)]
+    assert cli([*command[3:], "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["frame"] for line in out.splitlines()] == [4, 5, 6, 7, 8]  # from the frame interrupted on
+    assert "8/8" in err  # the progress bar counts the clip's frames, the kept ones with them
+    # The same path as the uninterrupted run (the float painted frame and the input frame kept, not
+    # re-read from 8 bits): the same frames to the bit, encoded by the same encoder.
+    resumed, uninterrupted = _decoded(parted), _decoded(whole)
+    assert len(resumed) == len(uninterrupted) == 8
+    differences = [int(numpy.abs(one.astype(int) - other).max()) for one, other in zip(resumed, uninterrupted, strict=True)]
+    assert differences == [0] * 8, f"max abs difference per frame (0-255): {differences}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["parted.mp4", "whole.mp4"]  # the folder removed
+
+
+def test_a_clip_resumes_only_from_its_own_clip_and_style_and_keeps_the_audio(tmp_path, monkeypatch, capsys, content):
+    clip = _write_clip(tmp_path / "pan.mp4", _panned(content, 4), audio_seconds=0.4)
+    other_clip = _write_clip(tmp_path / "other.mp4", _panned(content.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 4))
+    style, output, folder = str(EXAMPLES / "starry_night.jpg"), tmp_path / "out.mp4", tmp_path / "out.mp4.partial"
+    _interrupted(monkeypatch, capsys, [str(clip), style, "-o", str(output), "--size", "64", "--steps", "1"], run=2)
+    kept = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert sorted(kept) == ["frame-000001.png", "state.pt"]
+    for arguments, said in [([str(clip), str(EXAMPLES / "graf1.jpg")], "was made from another clip or other style or mask images"),
+                            ([str(other_clip), style], "was made from another clip or other style or mask images"),
+                            ([str(clip), style, "--size", "96"], "these flags change them: --size (the checkpoint's: 64)"),
+                            ([str(clip), style, "--fps", "5"], "these flags change them: --fps (the checkpoint's: 0)")]:
+        with pytest.raises(SystemExit) as exit:
+            cli([*arguments, "-o", str(output), "--resume", str(folder)])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert exit.value.code == 2 and said in line and line.endswith("nothing written"), line
+        assert {path.name: path.read_bytes() for path in folder.iterdir()} == kept and not output.exists()
+    assert cli([str(clip), style, "-o", str(output), "--resume", str(folder)]) == 0
+    with av.open(str(output)) as written, av.open(str(clip)) as given:
+        assert written.streams.video[0].frames == 4
+        copied = [bytes(packet) for packet in written.demux(written.streams.audio[0]) if packet.size]
+        original = [bytes(packet) for packet in given.demux(given.streams.audio[0]) if packet.size]
+    assert copied == original
+    assert not folder.exists()
 
 
 def _not_a_video(path):
