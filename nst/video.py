@@ -192,8 +192,8 @@ class ClipWriter:
                 if self.video is None:
                     raise VideoError("no frame to write")
                 self.output.mux(self.video.encode(None))
-                if self.audio is not None:
-                    self.audio.copy_until(None)
+                if self.audio is not None:  # all of it after the last frame; a clip stopped early, as long as its picture
+                    self.audio.copy_until(None if self.count >= self.audio_from.frame_count else self.count / self.rate)
         except BaseException:
             kind = True
             raise

@@ -366,6 +366,17 @@ def test_audio_that_mp4_cannot_hold_is_re_encoded_as_aac(tmp_path):
     assert seconds == pytest.approx(0.5, abs=0.2)  # AAC adds its encoder's priming and pads its last frame
 
 
+def test_a_clip_stopped_early_keeps_the_sound_of_its_frames_only(tmp_path, content):
+    clip = Clip.open(_write_clip(tmp_path / "pan.mp4", _panned(content, 10), audio_seconds=1.0))
+    with ClipWriter(tmp_path / "out.mp4", clip.rate, audio_from=clip) as writer:
+        for frame in list(clip.frames())[:4]:  # stopped after 4 of 10 frames: 0.4 s of picture
+            writer.add(frame)
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        audio = written.streams.audio[0]
+        ends = [float((packet.pts + packet.duration) * audio.time_base) for packet in written.demux(audio) if packet.size]
+    assert 0.4 <= max(ends) <= 0.4 + 2 * 1024 / 8000  # to the picture's end, within an AAC frame of 1024 samples or two
+
+
 def test_a_writer_that_fails_leaves_nothing(tmp_path, content):
     with pytest.raises(RuntimeError), ClipWriter(tmp_path / "out.mp4", Fraction(10)) as writer:
         writer.add(content.resize((64, 48)))
