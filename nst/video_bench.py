@@ -44,9 +44,9 @@ def video_mode(clip: Clip, frame_count: int, style, settings: Settings, video: V
 def report(name: str, painted, inputs, style, seconds: list[float]) -> dict:
     measured = [distances(picture, photo, style) for picture, photo in zip(painted, inputs)]
     return {"mode": name, **{key: round(value, 6) for key, value in temporal_consistency(painted, inputs).items()},
-            "content": round(float(np.mean([m["content"] for m in measured])), 4),
-            "style": round(float(np.mean([m["style"] for m in measured])), 4),
-            "seconds_first": round(seconds[0], 2), "seconds_later": round(float(np.mean(seconds[1:])), 2) if len(seconds) > 1 else None}
+            "content": round(float(np.median([m["content"] for m in measured])), 4),
+            "style": round(float(np.median([m["style"] for m in measured])), 4),
+            "seconds_first": round(seconds[0], 2), "seconds_later": round(float(np.median(seconds[1:])), 2) if len(seconds) > 1 else None}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--later-steps", type=int, default=VideoSettings().later_steps)
     parser.add_argument("--skip-one-by-one", action="store_true")
     parser.add_argument("--sheet", metavar="PATH.jpg", help="also write the frames side by side: the input, one by one, video mode")
+    parser.add_argument("--sheet-columns", type=int, default=4, help="frames on the sheet, evenly spaced through the clip")
     parser.add_argument("--preview", metavar="PATH.webp", help="also write the video mode's frames as a looping animated WebP")
     args = parser.parse_args(argv)
     settings, style = Settings(size=args.size), open_image(args.style)
@@ -77,19 +78,20 @@ def main(argv: list[str] | None = None) -> None:
                          | {"size": args.size, "frames": args.frames}), flush=True)
         rows.append(painted)
     if args.sheet:
-        sheet(rows).save(args.sheet, quality=85)
+        sheet(rows, args.sheet_columns).save(args.sheet, quality=85)
     if args.preview:
         rows[-1][0].save(args.preview, save_all=True, append_images=rows[-1][1:], duration=round(1000 / float(clip.rate)), loop=0,
                          quality=80)
 
 
-def sheet(rows: list[list[Image.Image]]) -> Image.Image:
-    """Rows of frames on one picture, at the size of the painted frames."""
+def sheet(rows: list[list[Image.Image]], columns: int) -> Image.Image:
+    """Rows of frames on one picture, `columns` frames evenly spaced through the clip, at the size of the painted frames."""
     width, height = rows[-1][0].size
-    picture = Image.new("RGB", (width * len(rows[0]), height * len(rows)), "white")
+    chosen = sorted({round(i * (len(rows[0]) - 1) / max(1, columns - 1)) for i in range(columns)})
+    picture = Image.new("RGB", (width * len(chosen), height * len(rows)), "white")
     for row, frames in enumerate(rows):
-        for column, frame in enumerate(frames):
-            picture.paste(frame.resize((width, height), Image.Resampling.BICUBIC), (column * width, row * height))
+        for column, index in enumerate(chosen):
+            picture.paste(frames[index].resize((width, height), Image.Resampling.BICUBIC), (column * width, row * height))
     return picture
 
 
