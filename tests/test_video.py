@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nst import Settings, VideoError, VideoSettings, images, stylize, stylize_video
+from nst import Settings, VideoError, VideoSettings, distances, images, stylize, stylize_video
 from nst import flow, sequence
 from nst.__main__ import main as cli
 from nst.objective import Objective
@@ -140,6 +140,21 @@ def test_a_mask_holds_for_every_frame(tmp_path, content, style):
         assert float(numpy.abs(kept - given).max()) <= 1 / 255 + 1e-4
         painted_side, photo_side = (numpy.asarray(image, dtype=numpy.float32)[:, -SIZE[0] // 4:] / 255 for image in (picture, photo))
         assert float(numpy.abs(painted_side - photo_side).mean()) > 0.01  # the right half painted: not the photo kept (<= 1/255)
+
+
+def test_two_styles_split_by_a_mask_hold_for_every_frame(tmp_path, content, style, second_style):
+    clip = Clip.open(_write_clip(tmp_path / "pan.mp4", _panned(content, 3)))
+    mask = Image.new("L", SIZE, 255)
+    mask.paste(0, (0, 0, SIZE[0] // 2, SIZE[1]))  # black: the left half takes the second style
+    painted = [frame.image for frame in stylize_video(clip, [style, second_style], Settings(size=SIZE[0], steps=12, mask_feather=4),
+                                                      VideoSettings(later_steps=30, temporal_weight=0), mask=mask) if frame.done]
+    assert len(painted) == 3
+    for picture in painted:
+        left, right = picture.crop((0, 0, SIZE[0] // 2, SIZE[1])), picture.crop((SIZE[0] // 2, 0, SIZE[0], SIZE[1]))
+        # each half is nearer its own painting, measured against the other half
+        to_second = {name: distances(half, half, second_style)["style"] / distances(half, half, style)["style"]
+                     for name, half in (("left", left), ("right", right))}
+        assert to_second["left"] < to_second["right"], to_second
 
 
 def test_the_temporal_term_in_tiles_is_the_whole_pictures(content, style):
