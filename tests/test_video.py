@@ -157,6 +157,22 @@ def test_two_styles_split_by_a_mask_hold_for_every_frame(tmp_path, content, styl
         assert to_second["left"] < to_second["right"], to_second
 
 
+def test_frames_stream_through_one_at_a_time(tmp_path, monkeypatch, content, style):
+    clip = Clip.open(_write_clip(tmp_path / "pan.mp4", _panned(content, 8)))
+    decoded = []
+    frames = Clip.frames
+
+    def counted(self):  # instrumentation: the real decoder runs
+        for image in frames(self):
+            decoded.append(None)  # counted, not kept
+            yield image
+
+    monkeypatch.setattr(Clip, "frames", counted)
+    ahead = [len(decoded) - frame.index for frame in stylize_video(clip, style, Settings(size=64, steps=1), VideoSettings(later_steps=1))
+             if frame.done]
+    assert len(ahead) == 8 and max(ahead) == 1, ahead  # a clip's length never sits in memory: one frame decoded at a time
+
+
 def test_the_temporal_term_in_tiles_is_the_whole_pictures(content, style):
     model = VGG19Features(load_weights("embedded")).double().to(memory_format=torch.channels_last)
     photo = images.load_tensor(content, 224, "cpu")[..., :64, :224].double().contiguous()
