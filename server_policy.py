@@ -206,14 +206,18 @@ class GuardedBlocks(gr.Blocks):
 
 # --- Requests: what the browser or an API client sent -> images and Settings, or gr.Error --------------
 
-def parse_request(content, style, second_style, mask=None, **values):
-    """The images, validated Settings and mask (or None) of a request, or gr.Error naming what is allowed."""
-    if content is None:
-        raise refuse("Add a content image (the photo to repaint).")
+def _check_style_and_weights(style, values: dict) -> None:
     if style is None:
         raise refuse("Add a style image (the painting to borrow from).")
     if "weights" in values and values["weights"] not in SERVER_WEIGHTS:
         raise refuse(f"unknown weights {shown_value(values['weights'])}; choose one of {', '.join(SERVER_WEIGHTS)}")
+
+
+def parse_request(content, style, second_style, mask=None, **values):
+    """The images, validated Settings and mask (or None) of a request, or gr.Error naming what is allowed."""
+    if content is None:
+        raise refuse("Add a content image (the photo to repaint).")
+    _check_style_and_weights(style, values)
     try:
         styles = [uploaded(style, "style image")] + ([uploaded(second_style, "second style image")] if second_style is not None else [])
         settings = Settings.from_values(style_count=len(styles), limits=capacity().limits, **values)
@@ -227,10 +231,7 @@ def parse_clip_request(clip, style, fps, temporal_weight, later_steps, **values)
     the settings are checked before the clip is opened, and the clip's length against this server's."""
     if clip is None:
         raise refuse("Add a clip (the video to repaint).")
-    if style is None:
-        raise refuse("Add a style image (the painting to borrow from).")
-    if "weights" in values and values["weights"] not in SERVER_WEIGHTS:
-        raise refuse(f"unknown weights {shown_value(values['weights'])}; choose one of {', '.join(SERVER_WEIGHTS)}")
+    _check_style_and_weights(style, values)
     limits = {**capacity().limits, "size": capacity().clip_size}
     try:
         video = VideoSettings(temporal_weight=temporal_weight, fps=fps, later_steps=later_steps).validated()

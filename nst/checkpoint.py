@@ -86,15 +86,7 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint {path} is a folder")
         if not path.is_file():
             raise CheckpointError(f"checkpoint not found: {path}")
-        try:
-            document = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many kinds for a file it cannot read
-            raise CheckpointError(f"{path} is not a checkpoint") from error
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a checkpoint")
-        if document.get("version") != __version__:
-            raise CheckpointError(f"{path} was saved by nst {document.get('version')} and this is nst {__version__}: "
-                                  "start the run again")
+        document = read_document(path, FORMAT, "a checkpoint", path, "run")
         try:
             style_count = document["style_count"]
             settings = saved_settings(document["settings"], style_count)
@@ -120,6 +112,21 @@ class Checkpoint:
                                   "resume it with its own")
         if self.step >= settings.steps:
             raise CheckpointError("the checkpoint's run had finished: nothing to resume")
+
+
+def read_document(path: Path, format: str, kind: str, shown: Path, run: str) -> dict:
+    """The saved document at `path` in `format` by this version of nst, or CheckpointError: not `kind`,
+    or saved by another version (named at `shown`: start the `run` again)."""
+    try:
+        document = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a file it cannot read
+        raise CheckpointError(f"{path} is not {kind}") from error
+    if not isinstance(document, dict) or document.get("format") != format:
+        raise CheckpointError(f"{path} is not {kind}")
+    if document.get("version") != __version__:
+        raise CheckpointError(f"{shown} was saved by nst {document.get('version')} and this is nst {__version__}: "
+                              f"start the {run} again")
+    return document
 
 
 def saved_settings(text: str, style_count: int) -> Settings:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, saved_settings
+from .checkpoint import CheckpointError, read_document, saved_settings
 from .images import ImageError, open_image, open_mask
 from .provenance import settings_from_picture
 from .sequence import VideoFrame, VideoResume, stylize_video
@@ -188,15 +188,7 @@ class ClipCheckpoint:
         path = folder / STATE
         if not path.is_file():
             raise CheckpointError(f"{folder} is not a clip's checkpoint (the folder OUT.mp4.partial an interrupted clip leaves)")
-        try:
-            document = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many kinds for a file it cannot read
-            raise CheckpointError(f"{path} is not a clip's checkpoint") from error
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a clip's checkpoint")
-        if document.get("version") != __version__:
-            raise CheckpointError(f"{folder} was saved by nst {document.get('version')} and this is nst {__version__}: "
-                                  "start the clip again")
+        document = read_document(path, FORMAT, "a clip's checkpoint", folder, "clip")
         try:
             resume = VideoResume(int(document["next_frame"]), Image.fromarray(document["before"].numpy()),
                                  document["painted"].numpy(), float(document["elapsed"]), tuple(document["later_seconds"]))
