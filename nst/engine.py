@@ -19,11 +19,11 @@ from . import images, run, tiles
 from .checkpoint import Checkpoint, CheckpointError, Interrupted, fingerprint, marks_its_update, step_finished, step_torn
 from .images import ImageSource
 from .memory import LARGE_PICTURE, release_freed_memory
-from .objective import Objective, tile_plan
+from .objective import Look, Objective, tile_plan
 from .observers import Frame, Frames, Health, Position
 from .optimizers import make_optimizer
 from .runtime import Runtime
-from .schedule import style_reading_side
+from .schedule import LOOK_SIDE, adds_detail, style_reading_side
 from .settings import Settings
 from .timeleft import TimeLeft, step_work
 from .vgg import load_model
@@ -138,7 +138,7 @@ class _Scaled:
     def __init__(self, model, inputs: run.Inputs, runtime: Runtime, settings: Settings, resume: Checkpoint | None,
                  start: Tensor | None = None, extra_terms=None):
         self.model, self.inputs, self.runtime, self.settings, self.resume = model, inputs, runtime, settings, resume
-        self.start, self.extra_terms = start, extra_terms
+        self.start, self.extra_terms, self.look = start, extra_terms, None
 
     def resumes_in(self, scale: run.Scale) -> bool:
         return self.resume is not None and scale.index == self.resume.scale
@@ -156,13 +156,29 @@ class _Scaled:
             release_freed_memory()
         self.photo = images.resize(self.inputs.content, scale.size)
         mask = None if self.inputs.mask is None else F.interpolate(self.inputs.mask, size=scale.size, mode="area")
+        side, multiscale = max(scale.size), self.settings.multiscale
         objective = Objective(self.model, self.photo, self.inputs.styles, scale.settings, self.runtime, mask,
-                              style_reading_side=style_reading_side(max(scale.size), self.settings.size))
+                              style_reading_side=functools.partial(style_reading_side, side, self.settings.size, multiscale=multiscale),
+                              look=self._look() if adds_detail(side, multiscale) else None)
         if objective.tiles is not None:  # its targets' memory handed back before the first step
             release_freed_memory()
         if self.extra_terms is not None:
             objective.terms += self.extra_terms(scale.size, self.runtime.device)
         return objective
+
+    def _look(self) -> Look:
+        """The look term of the scales above LOOK_SIDE: the objective of the run's scale of that side, made once."""
+        if self.look is None:
+            self.look = self._made_look()
+        return self.look
+
+    def _made_look(self) -> Look:
+        size = images.working_size(self.inputs.content.shape[-1], self.inputs.content.shape[-2], LOOK_SIDE, "content image")
+        mask = None if self.inputs.mask is None else F.interpolate(self.inputs.mask, size=size, mode="area")
+        reading = functools.partial(style_reading_side, LOOK_SIDE, self.settings.size)
+        objective = Objective(self.model, images.resize(self.inputs.content, size), self.inputs.styles,
+                              run.scale_settings(self.settings, all_layers=True), self.runtime, mask, style_reading_side=reading)
+        return Look(objective, size)
 
     def start_picture(self, scale: run.Scale, coarser: Tensor | None) -> Tensor:
         """The picture a scale starts from, contiguous (L-BFGS flattens it) and requiring its gradient."""
@@ -173,7 +189,8 @@ class _Scaled:
         elif coarser is None:
             image = run.initial_picture(self.settings.init, self.photo, self.inputs.styles[0], self.settings.seed)
         else:
-            image = run.finer_picture(coarser.detach(), self.photo, self.settings.init)
+            detail = adds_detail(max(scale.size), self.settings.multiscale)
+            image = run.finer_picture(coarser.detach(), self.photo, self.settings.init, detail)
         return image.contiguous().requires_grad_(True)
 
     def optimizer(self, scale: run.Scale, image: Tensor):

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import distributed, images, losses, tiles
@@ -36,6 +37,9 @@ from .runtime import Runtime
 from .settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Settings
 from .terms import Content, Style, Tile, TotalVariation, Whole
 from .vgg import load_model
+
+# How much more a print's look at LOOK_SIDE counts than its own terms (docs/method.md).
+LOOK_WEIGHT = 4.0
 
 
 class Objective:
@@ -54,15 +58,16 @@ class Objective:
     """
 
     def __init__(self, model, content: Tensor, styles: list[Tensor], settings: Settings, runtime: Runtime, mask: Tensor | None = None,
-                 against_the_photo: bool = True, style_reading_side: int | None = None):
-        """`style_reading_side`: the long side the styles are read at, times `settings.style_scale`
-        (default: the picture's)."""
-        self.model, self.settings, self.runtime = model, settings, runtime
+                 against_the_photo: bool = True, style_reading_side: Callable[[int], int] | None = None, look: Look | None = None):
+        """`style_reading_side(own_side)`: the long side a style whose tensor is `own_side` px long (over
+        `style_scale`) is read at, times `settings.style_scale` (default: the picture's long side).
+        `look`: a picture larger than LOOK_SIDE also judged read at that side (`Look`)."""
+        self.model, self.settings, self.runtime, self.look = model, settings, runtime, look
         self.layers = set(settings.style_layers) | {settings.content_layer}
         held = _held(settings, content.shape[-2:])
         own_plan = self._plan(content.shape[-2:], self.layers, held)
         self.tiles = self._shared(own_plan, content.shape[-2:])
-        style_side = round((style_reading_side or max(content.shape[-2:])) * settings.style_scale)
+        reading = style_reading_side or (lambda own_side: max(content.shape[-2:]))
         with torch.inference_mode(), runtime.autocast():
             target = self._whole_features(content, [settings.content_layer], own_plan)[settings.content_layer]
             self.content_target = target.to(torch.promote_types(target.dtype, torch.float32))
@@ -70,6 +75,7 @@ class Objective:
             photo_texture = _energy(_gram_per_position(losses.as_matrix(self.content_target)))
             targets = []  # per style: its Gram matrices per position, A / M
             for style in styles:
+                style_side = round(reading(round(max(style.shape[-2:]) / settings.style_scale)) * settings.style_scale)
                 scaled = images.resize(style, images.style_size(style.shape[-1], style.shape[-2], style_side))
                 targets.append(self._style_grams(scaled, {*settings.style_layers, settings.content_layer}, held))
         self.alpha = settings.content_weight / max(0.5 * float(torch.linalg.vector_norm(self.content_target)) ** 2, 1e-12)
@@ -139,7 +145,12 @@ class Objective:
         """The loss terms of the whole picture at once (whatever `tile` says), differentiable."""
         with self.runtime.autocast():
             view = Whole(image, self._features(image, self.layers))
-        return self._weighed({term: term.value(term.sums(view), view.size_at) for term in self.terms})
+        terms = self._weighed({term: term.value(term.sums(view), view.size_at) for term in self.terms})
+        return terms if self.look is None else self._with(terms, self.look(image))
+
+    @staticmethod
+    def _with(terms: dict[str, Tensor], look: Tensor) -> dict[str, Tensor]:
+        return terms | {"look": look, "total": terms["total"] + look}
 
     def _weighed(self, values: dict) -> dict[str, Tensor]:
         """{content, style, tv, ...}: each term's value times its weight, by the term's name, and their sum."""
@@ -188,7 +199,18 @@ class Objective:
             image.grad = gradient
         elif gradient is not image.grad:
             image.grad.add_(gradient)
-        return self._weighed(values)
+        terms = self._weighed(values)
+        return terms if self.look is None else self._with(terms, self._look_gradient(image))
+
+    def _look_gradient(self, image: Tensor) -> Tensor:
+        """The look term of the whole picture, its gradient added into `image.grad`; the same in every
+        process, so added after the tiles' gradient is summed over them."""
+        picture = image.detach().requires_grad_(True)
+        with torch.enable_grad():
+            look = self.look(picture)
+            look.backward()
+        image.grad.add_(picture.grad)
+        return look.detach()
 
     def _pass_one(self, plan: tiles.Plan, mine: list[tiles.Tile], picture: Tensor) -> tuple[dict, Tile | None]:
         """Every term's sums over these tiles' cores. The last tile keeps its forward's graph, so that
@@ -213,6 +235,19 @@ class Objective:
     def _tile_features(self, piece: Tensor) -> dict[str, Tensor]:
         with self.runtime.autocast():
             return self._features(piece, self.layers)
+
+
+class Look:
+    """A picture larger than LOOK_SIDE read at that side (antialiased) and judged by the objective of a
+    picture of that side, times LOOK_WEIGHT: it holds a print to the look the picture of LOOK_SIDE has,
+    while the print's own terms add the painting's strokes at 100 % (docs/method.md)."""
+
+    def __init__(self, objective: Objective, size: tuple[int, int]):
+        self.objective, self.size = objective, size
+
+    def __call__(self, picture: Tensor) -> Tensor:
+        small = F.interpolate(picture, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+        return LOOK_WEIGHT * self.objective(small)["total"]
 
 
 def tile_plan(settings: Settings, size: tuple[int, int], device: torch.device) -> tiles.Plan | None:

@@ -13,7 +13,7 @@ from torch import Tensor
 from . import images
 from .checkpoint import Checkpoint, CheckpointError
 from .images import ImageError, ImageSource
-from .schedule import scale_schedule
+from .schedule import LOOK_SIDE, scale_schedule
 from .settings import Settings, SettingsError
 from .layers import LAYER_INDEX
 
@@ -55,7 +55,8 @@ class Inputs:
                                            Image.Resampling.BICUBIC)
             content, styles = images.greyscale(content), [images.greyscale(style) for style in styles]
         content_full = images.load_tensor(content, settings.size, device, "content image")
-        style_full = [images.load_style_tensor(style, round(settings.size * settings.style_scale), device, what)
+        # Each scale reads the paintings at its own size (nst.schedule): kept here at no more than their own resolution.
+        style_full = [images.load_style_tensor(style, min(round(settings.size * settings.style_scale), max(style.size)), device, what)
                       for style, what in zip(styles, images.style_names(len(styles)), strict=True)]
         if settings.preserve_colors == "histogram":
             style_full = [images.match_histogram(style, content_full) for style in style_full]
@@ -91,8 +92,8 @@ def scales(settings: Settings, content: Tensor, resume: Checkpoint | None) -> li
     if resume is not None:
         first_steps[resume.scale] = _resumed_scale_step(resume, schedule, sizes)
         first_steps[: resume.scale] = [n + 1 for _, n in schedule[: resume.scale]]
-    return [Scale(index, size, steps, first, scale_settings(settings, index == len(schedule) - 1))
-            for index, (size, (_, steps), first) in enumerate(zip(sizes, schedule, first_steps))]
+    return [Scale(index, size, steps, first, scale_settings(settings, index == len(schedule) - 1 or side == LOOK_SIDE))
+            for index, (size, (side, steps), first) in enumerate(zip(sizes, schedule, first_steps))]
 
 
 def _resumed_scale_step(resume: Checkpoint, schedule: list[tuple[int, int]], sizes: list[tuple[int, int]]) -> int:
@@ -108,15 +109,16 @@ def _resumed_scale_step(resume: Checkpoint, schedule: list[tuple[int, int]], siz
     return resume.step - before + 1
 
 
-def scale_settings(settings: Settings, last_scale: bool) -> Settings:
-    """What a scale optimises with: before the last scale, only the style layers above block 4.
+def scale_settings(settings: Settings, all_layers: bool) -> Settings:
+    """What a scale optimises with: all style layers at the last scale and at LOOK_SIDE (where a larger
+    picture's look is set, as a run of that size sets it); before, only the style layers above block 4.
 
     At a coarse size a deep layer's field takes in the painting's objects whole and draws them, large,
     into the picture; at full size it sees parts of objects (docs/method.md). A run with no shallow
     style layer keeps all of its layers at every scale."""
     shallow = [(layer, weight) for layer, weight in zip(settings.style_layers, settings.style_layer_weights, strict=True)
                if LAYER_INDEX[layer] < LAYER_INDEX["conv4_1"]]
-    if last_scale or not shallow:
+    if all_layers or not shallow:
         return settings
     layers, weights = zip(*shallow, strict=True)
     return replace(settings, style_layers=layers, style_layer_weights=weights)
@@ -135,13 +137,14 @@ def initial_picture(init: str, content: Tensor, style: Tensor, seed: int) -> Ten
     return torch.rand(content.shape, generator=torch.Generator().manual_seed(seed)).to(content.device)
 
 
-def finer_picture(image: Tensor, content: Tensor, init: str) -> Tensor:
+def finer_picture(image: Tensor, content: Tensor, init: str, adds_detail: bool = False) -> Tensor:
     """The picture of a coarser scale at `content`'s size. Started from the photo, it also takes the
     photo's detail that the coarser scale could not hold (the photo less its copy through the coarse
     size): upscaled alone, it starts blurred and the dear finest steps go to sharpening it again
-    (docs/method.md, coarse to fine)."""
+    (docs/method.md, coarse to fine). A scale that `adds_detail` above LOOK_SIDE starts from the
+    picture upscaled alone: the detail it adds is the painting's, not the photo's."""
     upscaled = images.resize(image, tuple(content.shape[-2:]))
-    if init != "content":
+    if init != "content" or adds_detail:
         return upscaled
     blurred = images.resize(images.resize(content, tuple(image.shape[-2:])), tuple(content.shape[-2:]))
     return (upscaled + content - blurred).clamp(0, 1)

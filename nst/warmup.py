@@ -27,7 +27,7 @@ def warm_up(settings: Settings = Settings()) -> None:
         make_optimizer(name, torch.zeros(1, requires_grad=True))
     side = 3 * MIN_SCALE_SIDE  # scales of 128, 222 and 384 px
     picture = Image.effect_noise((side, side * 2 // 3), 64).convert("RGB")  # 3:2, the commonest photo's shape
-    coarse = run.scale_settings(settings, last_scale=False)
+    coarse = run.scale_settings(settings, all_layers=False)
     ends: dict[tuple[int, int], list[float]] = {}  # the moments each size's steps ended
 
     def timed(_, picture: Tensor) -> None:

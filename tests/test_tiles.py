@@ -26,7 +26,7 @@ from nst import Settings, SettingsError, distances, images, memory, stylize, til
 from nst.cli import main as cli
 from nst.memory import lbfgs_history
 from nst.run import scale_settings
-from nst.objective import Objective
+from nst.objective import Look, Objective
 from nst.runtime import Runtime, cpu_has_fast_bf16
 from nst.vgg import VGG19Features, load_model
 from nst.weights import load_weights
@@ -75,7 +75,7 @@ CASES = {  # (height, width), tile, winograd, mask, settings
     "content, style and tv; 4 tiles in a row": ((64, 224), "64", False, None, Settings(tv_weight=0.5)),
     "Winograd; a mask and two styles; 2 x 2 tiles": ((96, 128), "64", True, "two styles", Settings()),
     "a mask and one style; a coarse scale's layers; 2 x 3 tiles": ((96, 192), "64", False, "one style",
-                                                                   scale_settings(Settings(tv_weight=2.0).validated(), False)),
+                                                                   scale_settings(Settings(tv_weight=2.0).validated(), all_layers=False)),
 }
 
 
@@ -93,6 +93,24 @@ def test_tiles_give_the_whole_pictures_loss_and_gradient_in_float64(case, model6
     terms, gradient = _evaluate(model64, tensor, styles, mask, settings, winograd, tile, torch.float64)
     assert _loss_error(terms, expected) <= FLOAT64_BOUND
     assert float((gradient - expected_gradient).abs().max() / expected_gradient.abs().max()) <= FLOAT64_BOUND
+
+
+def test_a_prints_look_adds_its_loss_and_gradient_to_the_tiles_as_to_the_whole_picture(model64, content, style):
+    # The look (nst.objective.Look) reads the whole picture smaller: the tiled path evaluates it apart.
+    tensor, styles, _ = _pictures(content, style, style, (96, 192), None)
+    tensor, styles, small = tensor.double(), [style.double() for style in styles], (64, 128)
+    runtime = Runtime(torch.device("cpu"), "fp32", False, False)
+    look = Look(Objective(model64, images.resize(tensor, small), styles, Settings().validated(), runtime), small)
+    results = {}
+    for tile in ("off", "64"):
+        objective = Objective(model64, tensor, styles, replace(Settings(), tile=tile).validated(), runtime, look=look)
+        image = _picture(tensor).requires_grad_(True)
+        terms = objective.loss_and_gradient(image)
+        results[tile] = {name: float(value.detach()) for name, value in terms.items()}, image.grad
+    (whole, whole_gradient), (tiled, tiled_gradient) = results["off"], results["64"]
+    assert whole["look"] > 0.2 * whole["total"]  # a real share of the total
+    assert _loss_error(tiled, whole) <= FLOAT64_BOUND
+    assert float((tiled_gradient - whole_gradient).abs().max() / whole_gradient.abs().max()) <= FLOAT64_BOUND
 
 
 def test_tiles_in_float32_are_as_close_to_float64_as_the_whole_picture(model64, content, style, second_style):
