@@ -81,6 +81,14 @@ VALIDATION = (
     Pair("coffee", "hiroshige_fish", "close-up of a cup; the style is a print with fish and calligraphy"),
     Pair("red_panda", "durer_lion", "animal; the style is a painted animal"),
     Pair("kingfisher", "gauguin_arearea", "bird; flat colours, figures and a red dog"),
+    # These styles are textures and photographs, not paintings: the kind of style users also drop in.
+    Pair("didgeridoo_player", "goat_hair", "portrait, whole figure; the style is a photograph of long black and white hair"),
+    Pair("reims_cathedral", "tree_bark", "gothic building against a blue sky; the style is a tree-bark texture"),
+    Pair("great_wall", "earth_satellite", "mountain landscape with a wall; the style is a satellite photograph of the Earth"),
+    Pair("paint_brushes", "ihc_micrograph", "close-up of brushes; the style is a micrograph of stained tissue"),
+    Pair("hedgehog", "burlap", "animal in grass; the style is a woven cloth texture"),
+    Pair("bata_drums", "gravel", "objects on grass; the style is a grey gravel photograph"),
+    Pair("mariachi", "retina_fundus", "faces and instruments; the style is a medical photograph, a red disc of retina on black"),
 )
 SPLITS = {"panel": PANEL, "validation": VALIDATION}
 
