@@ -138,7 +138,7 @@ class _Scaled:
     def __init__(self, model, inputs: run.Inputs, runtime: Runtime, settings: Settings, resume: Checkpoint | None,
                  start: Tensor | None = None, extra_terms=None):
         self.model, self.inputs, self.runtime, self.settings, self.resume = model, inputs, runtime, settings, resume
-        self.start, self.extra_terms, self.look = start, extra_terms, None
+        self.start, self.extra_terms = start, extra_terms
 
     def resumes_in(self, scale: run.Scale) -> bool:
         return self.resume is not None and scale.index == self.resume.scale
@@ -155,30 +155,26 @@ class _Scaled:
         if max(scale.size) > LARGE_PICTURE:  # the last scale's memory handed back, where the process keeps freed memory
             release_freed_memory()
         self.photo = images.resize(self.inputs.content, scale.size)
-        mask = None if self.inputs.mask is None else F.interpolate(self.inputs.mask, size=scale.size, mode="area")
-        side, multiscale = max(scale.size), self.settings.multiscale
-        objective = Objective(self.model, self.photo, self.inputs.styles, scale.settings, self.runtime, mask,
-                              style_reading_side=functools.partial(style_reading_side, side, self.settings.size, multiscale=multiscale),
-                              look=self._look() if adds_detail(side, multiscale) else None)
+        look = self.look if adds_detail(max(scale.size), self.settings.multiscale) else None
+        objective = self._objective_at(self.photo, scale.settings, look)
         if objective.tiles is not None:  # its targets' memory handed back before the first step
             release_freed_memory()
         if self.extra_terms is not None:
             objective.terms += self.extra_terms(scale.size, self.runtime.device)
         return objective
 
-    def _look(self) -> Look:
+    @functools.cached_property
+    def look(self) -> Look:
         """The look term of the scales above LOOK_SIDE: the objective of the run's scale of that side, made once."""
-        if self.look is None:
-            self.look = self._made_look()
-        return self.look
-
-    def _made_look(self) -> Look:
         size = images.working_size(self.inputs.content.shape[-1], self.inputs.content.shape[-2], LOOK_SIDE, "content image")
+        return Look(self._objective_at(images.resize(self.inputs.content, size), run.scale_settings(self.settings, all_layers=True)), size)
+
+    def _objective_at(self, photo: Tensor, settings: Settings, look: Look | None = None) -> Objective:
+        """The objective of a picture of the size of `photo` (the run's photo at that size): the mask and the paintings' reading there."""
+        size = tuple(photo.shape[-2:])
         mask = None if self.inputs.mask is None else F.interpolate(self.inputs.mask, size=size, mode="area")
-        reading = functools.partial(style_reading_side, LOOK_SIDE, self.settings.size)
-        objective = Objective(self.model, images.resize(self.inputs.content, size), self.inputs.styles,
-                              run.scale_settings(self.settings, all_layers=True), self.runtime, mask, style_reading_side=reading)
-        return Look(objective, size)
+        reading = functools.partial(style_reading_side, max(size), self.settings.size, multiscale=self.settings.multiscale)
+        return Objective(self.model, photo, self.inputs.styles, settings, self.runtime, mask, style_reading_side=reading, look=look)
 
     def start_picture(self, scale: run.Scale, coarser: Tensor | None) -> Tensor:
         """The picture a scale starts from, contiguous (L-BFGS flattens it) and requiring its gradient."""
