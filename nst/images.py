@@ -155,6 +155,23 @@ def resize(tensor: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(tensor, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
 
 
+def lanczos_shrink(tensor: Tensor, size: tuple[int, int]) -> Tensor:
+    """Shrunk to `size` (height, width) by Lanczos-3, as PIL's `Image.resize(..., LANCZOS)` shrinks, and
+    differentiable: two resampling matrices, one per axis."""
+    rows = _lanczos_matrix(tensor.shape[-2], size[0], tensor)
+    columns = _lanczos_matrix(tensor.shape[-1], size[1], tensor)
+    return rows @ (tensor @ columns.T)
+
+
+def _lanczos_matrix(source: int, target: int, like: Tensor) -> Tensor:
+    """(target, source): each output pixel's weights over the input pixels, the kernel stretched by the shrink."""
+    stretch = max(source / target, 1.0)
+    centres = (torch.arange(target, dtype=torch.float64) + 0.5) * (source / target)
+    offsets = ((torch.arange(source, dtype=torch.float64) + 0.5)[None, :] - centres[:, None]) / stretch
+    weights = torch.sinc(offsets) * torch.sinc(offsets / 3) * (offsets.abs() < 3)
+    return (weights / weights.sum(dim=1, keepdim=True)).to(dtype=like.dtype, device=like.device)
+
+
 def load_tensor(image: Image.Image, long_side: int, device: torch.device | str, what: str = "image") -> Tensor:
     height, width = working_size(image.width, image.height, long_side, what)
     return resize(to_tensor(image, device), (height, width))
