@@ -4,6 +4,7 @@ are in app.py; what a request may be is in server_policy.py."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import itertools
@@ -47,6 +48,14 @@ def weight_to_strength(weight: float) -> float:
     return DEFAULT_STRENGTH + math.log(max(weight, 1e-12) / DEFAULTS.style_weight, STRENGTH_FACTOR)
 
 
+def removed_at_exit(folder: Path) -> Path:
+    """A folder of the server's, removed when the server's process exits (not when a run forked from it
+    does), so that servers started and stopped over and over leave nothing in the temporary folder."""
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+    return folder
+
+
 # --- Stop -----------------------------------------------------------------------------------------------
 
 class StopRequests:
@@ -68,7 +77,7 @@ class StopRequests:
         """The flags' folder, made on first use, which `arm` makes: in the server's process, before a run forks from it."""
         with self._lock:
             if self._folder is None:
-                self._folder = Path(tempfile.mkdtemp(prefix="nst-stops-"))
+                self._folder = removed_at_exit(Path(tempfile.mkdtemp(prefix="nst-stops-")))
             return self._folder
 
     def arm(self, session: str) -> str:
@@ -182,7 +191,12 @@ class Results:
     root = Path(tempfile.gettempdir()) / f"nst-results-{os.getpid()}"
 
     def __init__(self):
-        self.root.mkdir(exist_ok=True)
+        try:
+            self.root.mkdir()
+        except FileExistsError:
+            pass
+        else:
+            removed_at_exit(self.root)
         for old in self.root.iterdir():
             if time.time() - old.stat().st_mtime > CACHE_SECONDS:
                 shutil.rmtree(old, ignore_errors=True)

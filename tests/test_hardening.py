@@ -3,12 +3,14 @@
 import contextlib
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
 import time
 import uuid
 import zlib
+from pathlib import Path
 
 import httpx
 import pytest
@@ -254,24 +256,27 @@ MEMORY_JOB_KEPT_BYTES = 2 * 320 * 640 * 426
 
 
 @contextlib.contextmanager
-def own_server():
-    """(url, psutil.Process) of a fresh `app` server, stopped after."""
+def own_server(temporary_folder: Path):
+    """(url, psutil.Process) of a fresh `app` server, stopped after as Ctrl-C stops it."""
     import psutil
 
-    server = subprocess.Popen([sys.executable, "-c", OWN_SERVER], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                              stdout=subprocess.PIPE, text=True)
+    environment = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(temporary_folder))
+    server = subprocess.Popen([sys.executable, "-c", OWN_SERVER], cwd=ROOT, env=environment, stdout=subprocess.PIPE, text=True)
     try:
         lines = iter(server.stdout.readline, "")  # Gradio prints its own lines too; none once the process ends
         url = next((line.split()[-1] for line in lines if line.startswith("serving at ")), None)
         assert url, f"the server did not start (exit {server.wait(timeout=30)})"
         yield url.rstrip("/"), psutil.Process(server.pid)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        finally:
+            server.kill()
 
 
-def test_a_crowd_is_served_or_refused_and_memory_comes_back():
-    with own_server() as (url, server):
+def test_a_crowd_is_served_or_refused_and_memory_comes_back(tmp_path):
+    with own_server(tmp_path) as (url, server):
         report = run_load(url, clients=12, size=64, steps=3, timeout=180, pid=server.pid)
         assert report["errors"] == []  # every client got its picture or a "Queue is full"
         assert report["done"] + report["refused"] == 12
@@ -290,6 +295,12 @@ def test_a_crowd_is_served_or_refused_and_memory_comes_back():
         print(report, {"idle": f"{idle / 2**20:.0f} MiB", "took": f"{took / 2**20:.0f} MiB", "left": f"{left / 2**20:.0f} MiB"})
         assert took >= MEMORY_JOB_KEPT_BYTES  # so that memory kept after the run would show
         assert left < MEMORY_JOB_KEPT_BYTES
+        assert len(_own_folders(tmp_path)) == 2  # its results and its Stop flags
+    assert _own_folders(tmp_path) == []  # stopped as Ctrl-C stops it, the server took its folders with it
+
+
+def _own_folders(temporary_folder: Path) -> list[str]:
+    return [path.name for path in temporary_folder.iterdir() if path.name.startswith("nst-")]
 
 
 def _peak_resident(pid: int) -> int:
