@@ -12,7 +12,7 @@ from nst import run
 from nst.run import scale_settings
 from nst.settings import DEFAULT_STYLE_LAYERS
 from nst.images import style_size
-from nst.objective import LOOK_WEIGHT, Look, Objective
+from nst.objective import LOOK_CONTENT_FACTOR, LOOK_WEIGHT, Look, Objective
 from nst.runtime import Runtime, resolve_precision
 from nst.schedule import style_reading_side
 from nst.vgg import load_model
@@ -205,15 +205,18 @@ def test_a_prints_512_px_scale_takes_every_style_layer_as_a_512_px_run_does(cont
     assert layers[256] == layers[1024] == ("relu1_1", "relu2_1", "relu3_1")
 
 
-def test_a_prints_look_reads_it_small_as_pils_lanczos_does(content, style):
+def test_a_prints_look_reads_it_small_as_pils_lanczos_does_counting_the_photo_more(content, style):
     # Read by a blurrier filter, a print learnt strokes that only that filter averages into the small
     # picture's texture: read by Lanczos it was 1.5x farther from the painting (docs/method.md).
     picture, small = images.load_tensor(content, 256, "cpu"), (56, 84)
     by_pil = images.to_tensor(images.to_pil(picture).resize(small[::-1], Image.Resampling.LANCZOS))
     assert float((images.lanczos_shrink(picture, small) - by_pil).abs().mean()) < 0.5 / 255
-    objective = _objective(images.resize(picture, small), images.load_tensor(style, 84, "cpu"))
+    # A mirrored photo, far from the picture, so the photo's share of the look is a quarter of it.
+    objective = _objective(images.resize(picture.flip(-1), small), images.load_tensor(style, 84, "cpu"))
     with torch.inference_mode():
-        assert float(Look(objective, small)(picture)) == pytest.approx(LOOK_WEIGHT * float(objective(by_pil)["total"]), rel=0.01)
+        terms = objective(by_pil)
+        expected = LOOK_WEIGHT * float(terms["total"] + (LOOK_CONTENT_FACTOR - 1) * terms["content"])
+        assert float(Look(objective, small)(picture)) == pytest.approx(expected, rel=0.003)
 
 
 def test_coarse_scales_read_the_painting_at_half_the_results_size_or_more_up_to_twice_their_own(content, style):
