@@ -52,7 +52,12 @@ def removed_at_exit(folder: Path) -> Path:
     """A folder of the server's, removed when the server's process exits (not when a run forked from it
     does), so that servers started and stopped over and over leave nothing in the temporary folder."""
     owner = os.getpid()
-    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+
+    def remove():
+        if os.getpid() == owner:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)
     return folder
 
 
